@@ -1,0 +1,302 @@
+"""Shape arithmetic for convolutional networks, as pure functions.
+
+Layers, models and the receptive-field tools all size their tensors with these
+functions, so the formulas live in one place and are tested once.
+
+Lesson: ``01_image_to_image`` (why a fully convolutional network accepts many
+image sizes, but not all of them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from fcnkit._validation import validate_option
+
+PADDINGS = ("valid", "same")
+
+
+def _check_positive_int(value: int, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+
+
+def conv_output_size(
+    size: int | None,
+    kernel_size: int,
+    strides: int = 1,
+    padding: str = "valid",
+    dilation_rate: int = 1,
+) -> int | None:
+    """Output length of a convolution or pooling along one axis (Keras rules).
+
+    Args:
+        size: int or None, input length. None (unknown) gives None.
+        kernel_size: int, kernel (or pooling window) length.
+        strides: int, step between two windows.
+        padding: `"valid"` (no padding) or `"same"` (output is
+            `ceil(size / strides)`).
+        dilation_rate: int, spacing between kernel taps; the kernel then
+            covers `dilation_rate * (kernel_size - 1) + 1` pixels.
+
+    Returns:
+        The output length, an int (0 when the window does not fit), or None.
+
+    Example:
+
+    >>> conv_output_size(572, 3)
+    570
+    >>> conv_output_size(570, 2, strides=2)
+    285
+    >>> conv_output_size(7, 3, strides=2, padding="same")
+    4
+    """
+    padding = validate_option(padding, "padding", PADDINGS)
+    for name, value in (
+        ("kernel_size", kernel_size),
+        ("strides", strides),
+        ("dilation_rate", dilation_rate),
+    ):
+        _check_positive_int(value, name)
+    if size is None:
+        return None
+    effective_kernel = dilation_rate * (kernel_size - 1) + 1
+    if padding == "same":
+        return math.ceil(size / strides)
+    return max((size - effective_kernel) // strides + 1, 0)
+
+
+def transposed_conv_output_size(
+    size: int | None, kernel_size: int, strides: int = 1, padding: str = "valid"
+) -> int | None:
+    """Output length of a transposed convolution along one axis (Keras rules).
+
+    Args:
+        size: int or None, input length.
+        kernel_size: int, kernel length.
+        strides: int, upsampling factor.
+        padding: `"valid"` gives `size * strides + max(kernel_size - strides, 0)`,
+            `"same"` gives `size * strides`.
+
+    Returns:
+        The output length, or None when `size` is None.
+
+    Example:
+
+    >>> transposed_conv_output_size(28, 2, strides=2)
+    56
+    >>> transposed_conv_output_size(4, 3, strides=2)
+    9
+    """
+    padding = validate_option(padding, "padding", PADDINGS)
+    _check_positive_int(kernel_size, "kernel_size")
+    _check_positive_int(strides, "strides")
+    if size is None:
+        return None
+    if padding == "same":
+        return size * strides
+    return size * strides + max(kernel_size - strides, 0)
+
+
+def unet_size_trace(
+    size: int, depth: int = 4, padding: str = "same", convs_per_block: int = 2,
+    kernel_size: int = 3,
+) -> list[int] | None:
+    """Spatial size after every step of a U-Net, or None if the size is invalid.
+
+    A size is valid when every 2×2 max-pooling sees an even, positive size and
+    every convolution leaves at least one pixel. With `padding="valid"`, each
+    3×3 convolution removes 2 pixels, so a block of two removes 4.
+
+    Args:
+        size: int, input height or width.
+        depth: int, number of 2×2 poolings (and of upsamplings).
+        padding: `"same"` or `"valid"`.
+        convs_per_block: int, convolutions in each block.
+        kernel_size: int, convolution kernel size.
+
+    Returns:
+        A list: the input size, then the size after each block, pooling and
+        upsampling, ending with the output size. None if `size` is invalid.
+
+    Example:
+
+    >>> unet_size_trace(572, depth=4, padding="valid")[-1]
+    388
+    >>> unet_size_trace(570, depth=4, padding="valid") is None
+    True
+    """
+    padding = validate_option(padding, "padding", PADDINGS)
+    _check_positive_int(depth, "depth")
+    shrink = 0 if padding == "same" else convs_per_block * (kernel_size - 1)
+    trace = [size]
+    n = size
+    for _ in range(depth):
+        n -= shrink
+        if n < 2 or n % 2:
+            return None
+        trace += [n, n // 2]  # after the block, then after the pooling
+        n //= 2
+    n -= shrink
+    if n < 1:
+        return None
+    trace.append(n)
+    for _ in range(depth):
+        n = 2 * n - shrink
+        if n < 1:
+            return None
+        trace.append(n)
+    return trace
+
+
+def unet_output_size(
+    size: int | None, depth: int = 4, padding: str = "same"
+) -> int | None:
+    """Output height or width of a U-Net for a given input size.
+
+    Args:
+        size: int or None, input height or width.
+        depth: int, number of 2×2 poolings.
+        padding: `"same"` or `"valid"`.
+
+    Returns:
+        The output size, or None when `size` is None.
+
+    Raises:
+        ValueError: if `size` is not a valid U-Net input size; the message names
+            the nearest valid sizes.
+
+    Example:
+
+    >>> unet_output_size(572, depth=4, padding="valid")
+    388
+    >>> unet_output_size(256, depth=4, padding="same")
+    256
+    """
+    if size is None:
+        return None
+    trace = unet_size_trace(size, depth, padding)
+    if trace is None:
+        raise ValueError(_invalid_size_message(size, depth, padding))
+    return trace[-1]
+
+
+def is_valid_unet_size(size: int, depth: int = 4, padding: str = "same") -> bool:
+    """Whether `size` is a valid U-Net input height or width.
+
+    Example:
+
+    >>> [n for n in range(180, 240) if is_valid_unet_size(n, 4, "valid")]
+    [188, 204, 220, 236]
+    """
+    return unet_size_trace(size, depth, padding) is not None
+
+
+def nearest_valid_unet_sizes(
+    size: int, depth: int = 4, padding: str = "same"
+) -> tuple[int | None, int]:
+    """The largest valid size at or below `size` and the smallest at or above.
+
+    Returns:
+        `(below, above)`: `below` is None when no valid size is that small.
+
+    Example:
+
+    >>> nearest_valid_unet_sizes(250, depth=4, padding="same")
+    (240, 256)
+    >>> nearest_valid_unet_sizes(570, depth=4, padding="valid")
+    (556, 572)
+    """
+    below = next(
+        (n for n in range(size, 0, -1) if is_valid_unet_size(n, depth, padding)),
+        None,
+    )
+    above = next(
+        n for n in range(max(size, 1), size + 2 ** (depth + 8))
+        if is_valid_unet_size(n, depth, padding)
+    )
+    return below, above
+
+
+def valid_unet_rule(depth: int = 4, padding: str = "same") -> str:
+    """The valid-size rule of a U-Net in words.
+
+    Example:
+
+    >>> valid_unet_rule(4, "valid")
+    'n ≡ 12 (mod 16) and n ≥ 188'
+    >>> valid_unet_rule(3, "same")
+    'n divisible by 8'
+    """
+    period = 2**depth
+    if padding == "same":
+        return f"n divisible by {period}"
+    smallest = next(n for n in range(1, 100 * period) if is_valid_unet_size(n, depth, padding))
+    return f"n ≡ {smallest % period} (mod {period}) and n ≥ {smallest}"
+
+
+def _invalid_size_message(size: int, depth: int, padding: str) -> str:
+    below, above = nearest_valid_unet_sizes(size, depth, padding)
+    nearest = f"{below} or {above}" if below is not None else f"{above}"
+    return (
+        f"`unet` with depth={depth} and padding=\"{padding}\" needs height and "
+        f"width {valid_unet_rule(depth, padding)}, so that every 2×2 "
+        f"max-pooling sees an even size. Received: size={size}. "
+        f"Pad or crop to the nearest valid size: {nearest}."
+    )
+
+
+def check_unet_input_shape(
+    input_shape: Sequence[int | None], depth: int = 4, padding: str = "same"
+) -> tuple[int | None, int | None]:
+    """Check the spatial size of a U-Net input; return the output height and width.
+
+    Args:
+        input_shape: `(height, width, channels)`; height or width may be None
+            (checked when the model is called).
+        depth: int, number of 2×2 poolings.
+        padding: `"same"` or `"valid"`.
+
+    Returns:
+        `(output_height, output_width)`, None where the input size is None.
+
+    Raises:
+        ValueError: if a spatial size is invalid. The message names the rule,
+            what was received and the nearest valid shape.
+
+    Example:
+
+    >>> check_unet_input_shape((572, 572, 1), depth=4, padding="valid")
+    (388, 388)
+    >>> check_unet_input_shape((250, 256, 1), depth=4)
+    Traceback (most recent call last):
+    ...
+    ValueError: `unet` with depth=4 and padding="same" needs height and width n divisible by 16. Received: input_shape=(250, 256, 1). Pad or crop to (256, 256) (or crop to (240, 256)).
+    """
+    padding = validate_option(padding, "padding", PADDINGS)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    spatial = input_shape[:2]
+    if all(n is None or is_valid_unet_size(n, depth, padding) for n in spatial):
+        return tuple(unet_output_size(n, depth, padding) for n in spatial)
+    nearest = [
+        (n, n) if n is None else nearest_valid_unet_sizes(n, depth, padding)
+        for n in spatial
+    ]
+    up = tuple(above for _, above in nearest)
+    down = tuple(below for below, _ in nearest)
+    hint = f"Pad or crop to {up}"
+    if None not in down and down != up:
+        hint += f" (or crop to {down})"
+    raise ValueError(
+        f"`unet` with depth={depth} and padding=\"{padding}\" needs height and "
+        f"width {valid_unet_rule(depth, padding)}. "
+        f"Received: input_shape={input_shape}. {hint}."
+    )
