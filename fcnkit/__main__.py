@@ -1,0 +1,75 @@
+"""Command line: `python -m fcnkit train | course ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _train_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a bundled dataset",
+        description=(
+            "Train a model on random crops of a bundled dataset and write "
+            "model.keras, history.csv, metrics.json, report.png and a "
+            "checkpoint per epoch to --out. Uses the GPU and mixed precision "
+            "when one is present."
+        ),
+    )
+    parser.add_argument("--dataset", default="nuclei", help="nuclei or text_deblur")
+    parser.add_argument("--model", default="unet", help="unet or plain_cnn")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--out", default="runs/train", help="output folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in --out")
+    parser.add_argument("--crop-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--batch-norm", action="store_true",
+                        help="batch normalisation in the U-Net")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["course"]:
+        from fcnkit import course
+
+        return course.main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m fcnkit",
+        description="fcnkit: train models, and build, check and grade the course "
+        "(`python -m fcnkit course --help`).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _train_parser(subparsers)
+    subparsers.add_parser("course", help="build, check and grade the lessons")
+    args = parser.parse_args(argv)
+
+    from fcnkit import training
+
+    try:
+        metrics = training.train(
+            dataset=args.dataset, model=args.model, epochs=args.epochs,
+            out=args.out, resume=args.resume, crop_size=args.crop_size,
+            batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
+            learning_rate=args.learning_rate, depth=args.depth,
+            filters=args.filters, batch_norm=args.batch_norm, seed=args.seed, verbose=args.verbose,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2))
+    print(f"Wrote {args.out}/: model.keras, history.csv, metrics.json, report.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

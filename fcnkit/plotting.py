@@ -1,0 +1,71 @@
+"""Figures the lessons and the training command show."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        return image[..., 0], "gray"
+    return image, None if image.ndim == 3 else "gray"
+
+
+def training_report(
+    image, truth, prediction, history: dict[str, list[float]], path=None, title=""
+):
+    """Input / truth / prediction and the learning curves in one figure.
+
+    Args:
+        image: `(height, width, channels)` input image.
+        truth: `(height, width, 1)` target (mask or image).
+        prediction: `(height, width, 1)` network output.
+        history: dict of per-epoch values, e.g. `History.history` or the
+            columns of `history.csv`; keys with a `val_` twin are drawn together.
+        path: where to save the PNG; None keeps the figure open.
+        title: str, figure title.
+
+    Returns:
+        The matplotlib `Figure`.
+
+    Example:
+
+    >>> fig = training_report(np.zeros((8, 8, 3)), np.zeros((8, 8, 1)),
+    ...                       np.zeros((8, 8, 1)), {"loss": [1.0, 0.5]})
+    >>> len(fig.axes)
+    4
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
+    for axis, picture, label in zip(
+        axes[:3], (image, truth, prediction), ("input", "truth", "prediction")
+    ):
+        shown, cmap = _as_display(picture)
+        axis.imshow(shown, cmap=cmap, vmin=None if cmap is None else 0.0,
+                    vmax=None if cmap is None else 1.0)
+        axis.set_title(label)
+        axis.axis("off")
+    curves = axes[3]
+    for key, values in history.items():
+        if key.startswith("val_") or key == "epoch":
+            continue
+        (line,) = curves.plot(range(1, len(values) + 1), values, label=key)
+        if f"val_{key}" in history:
+            curves.plot(range(1, len(values) + 1), history[f"val_{key}"], "--",
+                        color=line.get_color(), label=f"val_{key}")
+    curves.set_xlabel("epoch")
+    curves.set_title("learning curves")
+    curves.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+    return fig

@@ -1,0 +1,400 @@
+"""Training fully convolutional networks on random crops.
+
+The lecture's advice for large images: train on crops, as large as possible,
+with small batches. `crop_dataset` draws random crops and applies the same
+random flips to an image and its target (the target is never interpolated);
+`train` runs a whole experiment and writes the model, `history.csv`,
+`metrics.json` and `report.png`, with a checkpoint every epoch that `--resume`
+continues from. On a GPU it uses mixed precision.
+
+Lesson: ``01_image_to_image``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fcnkit._validation import validate_option
+
+MODELS = ("unet", "plain_cnn")
+CHECKPOINT = "checkpoint.keras"
+CHECKPOINT_STATE = "checkpoint.json"
+
+
+def gpu_available() -> bool:
+    """Whether the current Keras backend sees a GPU.
+
+    Example:
+
+    >>> isinstance(gpu_available(), bool)
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def _check_pairs(images, targets, crop_size):
+    images, targets = np.asarray(images), np.asarray(targets)
+    if images.ndim != 4 or targets.ndim != 4:
+        raise ValueError(
+            "`images` and `targets` must be 4D arrays (count, height, width, "
+            f"channels). Received: images.shape={images.shape}, "
+            f"targets.shape={targets.shape}"
+        )
+    if images.shape[:3] != targets.shape[:3]:
+        raise ValueError(
+            "Each target must have the count, height and width of its image. "
+            f"Received: images.shape={images.shape}, targets.shape={targets.shape}"
+        )
+    height, width = images.shape[1:3]
+    if not 1 <= crop_size <= min(height, width):
+        raise ValueError(
+            f"`crop_size` must be between 1 and the smallest image side "
+            f"({min(height, width)}). Received: crop_size={crop_size}. "
+            "Use a smaller crop or larger images."
+        )
+    return images, targets
+
+
+def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
+    """An endless `tf.data.Dataset` of random crops with paired random flips.
+
+    Each example picks an image, a crop position and (if `flips`) a horizontal
+    and a vertical flip, all from a stateless random stream, so the dataset is
+    the same for the same `seed`. Image and target are stacked along the
+    channels before cropping and flipping, so they always get exactly the same
+    geometric transform; targets keep their values and dtype (a mask stays a
+    mask: no interpolation ever happens).
+
+    Args:
+        images: array `(count, height, width, channels)`.
+        targets: array `(count, height, width, target_channels)`.
+        crop_size: int, side of the square crops.
+        batch_size: int, crops per batch.
+        seed: int, seed of the random stream.
+        flips: bool, apply random horizontal and vertical flips.
+
+    Returns:
+        A `tf.data.Dataset` of `(image_batch, target_batch)`.
+
+    Example:
+
+    >>> images = np.random.rand(2, 32, 32, 3).astype("float32")
+    >>> masks = (images[..., :1] > 0.5).astype("uint8")
+    >>> x, y = next(iter(crop_dataset(images, masks, 16, batch_size=4)))
+    >>> tuple(x.shape), tuple(y.shape), y.dtype.name
+    ((4, 16, 16, 3), (4, 16, 16, 1), 'uint8')
+    """
+    import tensorflow as tf
+
+    images, targets = _check_pairs(images, targets, crop_size)
+    channels = images.shape[-1]
+    target_dtype = targets.dtype
+    stacked = np.concatenate([images, targets.astype(images.dtype)], axis=-1)
+    stacked = tf.constant(stacked)
+    count = stacked.shape[0]
+    crop_shape = (crop_size, crop_size, stacked.shape[-1])
+
+    def transform(example_seed):
+        seeds = tf.random.experimental.stateless_split(example_seed, 4)
+        which = tf.random.stateless_uniform(
+            (), seeds[0], maxval=count, dtype=tf.int32
+        )
+        crop = tf.image.stateless_random_crop(stacked[which], crop_shape, seeds[1])
+        if flips:
+            crop = tf.image.stateless_random_flip_left_right(crop, seeds[2])
+            crop = tf.image.stateless_random_flip_up_down(crop, seeds[3])
+        return crop[..., :channels], tf.cast(crop[..., channels:], target_dtype)
+
+    return (
+        tf.data.Dataset.random(seed=seed)
+        .batch(2)  # one stateless seed (a pair of int64) per example
+        .map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+class CropSequence(keras.utils.PyDataset):
+    """The same random crops and paired flips as `crop_dataset`, in NumPy.
+
+    For backends without TensorFlow (JAX or PyTorch on a GPU machine). Every
+    batch index maps to a fixed batch for a given `seed`.
+
+    Example:
+
+    >>> images = np.random.rand(1, 20, 20, 1).astype("float32")
+    >>> sequence = CropSequence(images, images > 0.5, 8, batch_size=2,
+    ...                         steps_per_epoch=3)
+    >>> len(sequence), sequence[0][0].shape
+    (3, (2, 8, 8, 1))
+    """
+
+    def __init__(self, images, targets, crop_size, batch_size, steps_per_epoch,
+                 seed=0, flips=True, **kwargs):
+        super().__init__(**kwargs)
+        self.images, self.targets = _check_pairs(images, targets, crop_size)
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.seed = seed
+        self.flips = flips
+        self.epoch = 0
+
+    def __len__(self):
+        return self.steps_per_epoch
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def __getitem__(self, index):
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        count, height, width = self.images.shape[:3]
+        size = self.crop_size
+        xs, ys = [], []
+        for _ in range(self.batch_size):
+            which = rng.integers(count)
+            top = rng.integers(height - size + 1)
+            left = rng.integers(width - size + 1)
+            window = (which, slice(top, top + size), slice(left, left + size))
+            image, target = self.images[window], self.targets[window]
+            if self.flips and rng.random() < 0.5:
+                image, target = image[:, ::-1], target[:, ::-1]
+            if self.flips and rng.random() < 0.5:
+                image, target = image[::-1], target[::-1]
+            xs.append(image)
+            ys.append(target)
+        return np.stack(xs), np.stack(ys)
+
+
+def predict_image(model, images, multiple=1, batch_size=1):
+    """Predict whole images whose size need not be a multiple of `multiple`.
+
+    Images are padded by reflection up to the next multiple (a U-Net with
+    depth d needs multiples of 2**d), predicted, and cropped back.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((None, None, 1)),
+    ...                           keras.layers.MaxPooling2D(2),
+    ...                           keras.layers.UpSampling2D(2)])
+    >>> predict_image(model, np.ones((1, 5, 7, 1)), multiple=2).shape
+    (1, 5, 7, 1)
+    """
+    images = np.asarray(images)
+    height, width = images.shape[1:3]
+    pad_h = -height % multiple
+    pad_w = -width % multiple
+    padded = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+    prediction = model.predict(padded, batch_size=batch_size, verbose=0)
+    return np.asarray(prediction)[:, :height, :width]
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the model (with its optimizer) and the epoch after every epoch."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = Path(directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        temporary = self.directory / f"tmp-{CHECKPOINT}"
+        self.model.save(temporary)
+        os.replace(temporary, self.directory / CHECKPOINT)
+        state = {"epochs_done": epoch + 1}
+        (self.directory / CHECKPOINT_STATE).write_text(json.dumps(state))
+
+
+def _build_model(model_name, dataset_name, channels, outputs, depth, filters,
+                 batch_norm):
+    from fcnkit import models
+
+    if model_name == "unet":
+        return models.unet(
+            (None, None, channels), num_classes=outputs, depth=depth,
+            filters=filters, batch_norm=batch_norm,
+            output_activation="sigmoid" if dataset_name == "nuclei" else None,
+        )
+    return models.plain_cnn(
+        (None, None, channels), output_channels=outputs,
+        filters=(filters,) * depth,
+        output_activation="sigmoid" if dataset_name == "nuclei" else None,
+    )
+
+
+def _read_history(path):
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def psnr(target, prediction, data_range=1.0):
+    """Peak signal-to-noise ratio in dB: 10 log10(range² / MSE).
+
+    Example:
+
+    >>> round(psnr(np.zeros(4), np.full(4, 0.1)), 2)
+    20.0
+    """
+    mse = float(np.mean((np.asarray(target, "float64") - np.asarray(prediction)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
+
+
+def train(
+    dataset="nuclei",
+    model="unet",
+    epochs=10,
+    out="runs/train",
+    resume=False,
+    crop_size=128,
+    batch_size=8,
+    steps_per_epoch=32,
+    learning_rate=2e-3,
+    depth=3,
+    filters=16,
+    batch_norm=False,
+    seed=0,
+    verbose=1,
+):
+    """Train a model on a bundled dataset and write the results to `out`.
+
+    Writes `out/model.keras` (the final model), `out/history.csv` (one row per
+    epoch), `out/metrics.json` (held-out scores: Dice and Jaccard for
+    segmentation, PSNR for restoration, plus the settings and the device),
+    `out/report.png`, and `out/checkpoint.keras` after every epoch.
+
+    Args:
+        dataset: `"nuclei"` (segmentation) or `"text_deblur"` (restoration).
+        model: `"unet"` or `"plain_cnn"`.
+        epochs: int, total number of epochs (with `resume`, including those
+            already done).
+        out: output folder.
+        resume: bool, continue from `out/checkpoint.keras` (model, optimizer
+            and epoch count) instead of starting again.
+        crop_size: int, side of the random training crops.
+        batch_size: int, crops per batch.
+        steps_per_epoch: int, batches per epoch.
+        learning_rate: float, Adam learning rate.
+        depth: int, U-Net depth, or number of hidden layers of `plain_cnn`.
+        filters: int, filters of the first level (U-Net) or of every layer.
+        batch_norm: bool, batch normalisation in the U-Net. Off by default:
+            with few, small batches its moving statistics lag behind the
+            weights and the held-out scores suffer.
+        seed: int, seed of the weights and of the crops.
+        verbose: 0, 1 (progress bars) or 2 (one line per epoch).
+
+    Returns:
+        The metrics dict written to `metrics.json`.
+
+    Raises:
+        ValueError: for unknown names, or `resume=True` without a checkpoint.
+    """
+    from fcnkit import datasets, metrics, plotting
+
+    dataset = validate_option(dataset, "dataset", tuple(datasets.DATASETS))
+    model_name = validate_option(model, "model", MODELS)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    on_gpu = gpu_available()
+    if on_gpu:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    (x_train, y_train), (x_test, y_test) = datasets.load(dataset)
+    segmentation = dataset == "nuclei"
+    initial_epoch = 0
+    if resume:
+        state_path = out / CHECKPOINT_STATE
+        if not state_path.exists():
+            raise ValueError(
+                f"`resume=True` needs a checkpoint in {out}, but there is no "
+                f"{CHECKPOINT_STATE} there. Run once without --resume first."
+            )
+        initial_epoch = json.loads(state_path.read_text())["epochs_done"]
+        network = keras.models.load_model(out / CHECKPOINT)
+    else:
+        network = _build_model(
+            model_name, dataset, x_train.shape[-1], y_train.shape[-1], depth,
+            filters, batch_norm,
+        )
+        network.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="binary_crossentropy" if segmentation else "mean_absolute_error",
+        )
+    multiple = 2**depth if model_name == "unet" else 1
+
+    if keras.backend.backend() == "tensorflow":
+        training_data = crop_dataset(x_train, y_train, crop_size, batch_size, seed)
+    else:
+        training_data = CropSequence(
+            x_train, y_train, crop_size, batch_size, steps_per_epoch, seed
+        )
+    # The held-out region is cropped to a multiple of the network's total
+    # stride so that Keras can evaluate it as it is.
+    val_h = x_test.shape[1] - x_test.shape[1] % multiple
+    val_w = x_test.shape[2] - x_test.shape[2] % multiple
+    validation = (x_test[:, :val_h, :val_w], y_test[:, :val_h, :val_w])
+
+    started = time.perf_counter()
+    network.fit(
+        training_data,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation,
+        callbacks=[
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+            EpochCheckpoint(out),
+        ],
+        shuffle=False,  # the crops are already random
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - started
+    network.save(out / "model.keras")
+
+    prediction = predict_image(network, x_test, multiple)
+    result = {
+        "dataset": dataset,
+        "model": model_name,
+        "epochs": epochs,
+        "resumed_from_epoch": initial_epoch,
+        "parameters": int(network.count_params()),
+        "train_seconds": round(seconds, 1),
+        "device": "gpu" if on_gpu else "cpu",
+        "backend": keras.backend.backend(),
+        "mixed_precision": on_gpu,
+    }
+    if segmentation:
+        result["test_dice"] = round(metrics.dice_coefficient(y_test, prediction), 4)
+        result["test_jaccard"] = round(metrics.jaccard_index(y_test, prediction), 4)
+        shown_prediction = prediction[0] >= 0.5
+    else:
+        result["test_psnr_input"] = round(psnr(y_test, x_test), 2)
+        result["test_psnr"] = round(psnr(y_test, prediction), 2)
+        shown_prediction = np.clip(prediction[0], 0.0, 1.0)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    plotting.training_report(
+        x_test[0], y_test[0], shown_prediction, _read_history(out / "history.csv"),
+        path=out / "report.png",
+        title=f"{model_name} on {dataset} (held-out region)",
+    )
+    return result

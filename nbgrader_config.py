@@ -1,0 +1,71 @@
+"""nbgrader configuration of the fcnkit course. The course root is this folder.
+
+`solutions/<assignment>/<assignment>.ipynb` (instructor notebooks: solutions and
+hidden tests) are released as `lessons/<assignment>/<assignment>.ipynb`.
+Use `python -m fcnkit course build | check | grade` rather than calling nbgrader
+yourself: those commands run nbgrader in a temporary copy of the course, so the
+gradebook (which holds the hidden tests) never lands in the repository.
+Plain `nbgrader ...` commands run from this folder use the same settings.
+
+Why each setting is here: see `reference/nbgrader.md` in the design notes and
+the docstrings of `fcnkit.course.preprocessors`.
+"""
+
+import os
+from pathlib import Path
+
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, GetGrades, OverwriteKernelspec
+
+from fcnkit.course import KERNEL_ENV
+from fcnkit.course.preprocessors import (
+    DropDuplicateIds,
+    HideHiddenTestsInFeedback,
+    RestoreMissingCells,
+)
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+ROOT = Path(__file__).resolve().parent
+
+# Kernels inherit this environment: quiet TensorFlow, no oneDNN notice, Keras on TensorFlow.
+for _name, _value in KERNEL_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+# Course layout: the folder of this file is the course root, wherever nbgrader is started.
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.course_id = "fcnkit"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "lessons"
+c.CourseDirectory.db_url = f"sqlite:///{ROOT / 'gradebook.db'}"  # git-ignored: holds hidden tests
+
+# Student notebooks: what replaces a solution region.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Execution while grading. One spelling of the timeout only, so that
+# `--ExecutePreprocessor.timeout=S` on the command line overrides it (seconds per cell).
+c.ExecutePreprocessor.timeout = 120
+c.ExecutePreprocessor.kernel_name = "python3"
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = (
+    r"oneDNN custom operations|absl::InitializeLog|cuda drivers|cudart_stub"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|computation_placer"
+    r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
+)
+
+# Sanitising submissions: survive duplicated cells, foreign kernels, deleted test cells.
+c.OverwriteCells.add_missing_cells = True
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput,
+    DropDuplicateIds,
+    OverwriteKernelspec,
+    RestoreMissingCells,
+    CheckCellMetadata,
+]
+
+# Feedback never shows hidden tests, nor tracebacks that quote them.
+c.GenerateFeedback.preprocessors = [
+    HideHiddenTestsInFeedback,
+    GetGrades,
+    CSSHTMLHeaderPreprocessor,
+]

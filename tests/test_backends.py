@@ -1,0 +1,248 @@
+"""Backend smoke test: the fcnkit models give the same numbers on JAX as on TensorFlow.
+
+Keras fixes its backend once per process, so TensorFlow (the supported backend)
+runs here and JAX runs in a subprocess with `KERAS_BACKEND=jax`. For each model:
+
+1. TensorFlow builds it, gives every weight (batch-norm statistics included) a
+   random value, saves the weights and its outputs for a fixed random input,
+   then takes one SGD step on a fixed batch and saves the loss and the new
+   weights.
+2. JAX rebuilds the same model from the same arguments, loads the weights,
+   predicts, and takes the same SGD step.
+3. The outputs, the loss and the weights after the step must agree within
+   `ATOL`/`RTOL` below (float32; the two backends use different convolution
+   kernels, so the last bits differ), the loss must be finite and every weight
+   must have changed.
+
+The `.keras` round trip (save, load, identical outputs and weights) of the same
+models is checked here too, on TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import fcnkit.models
+from fcnkit.shapes import is_valid_unet_size
+
+pytestmark = pytest.mark.slow
+
+# Agreement of TensorFlow and JAX, float32. Measured differences are ~1e-7 for
+# outputs and ~1e-8 for the weights after one step.
+ATOL = 1e-5
+RTOL = 1e-5
+LEARNING_RATE = 0.1
+SUBPROCESS_TIMEOUT_S = 300
+
+_VALID_SIZES = [n for n in range(1, 200) if is_valid_unet_size(n, depth=2, padding="valid")]
+
+# name -> (builder, keyword arguments, input shape of the test batch, target kind)
+MODELS = {
+    "plain_cnn": (
+        "plain_cnn",
+        dict(input_shape=[None, None, 1], output_channels=2, filters=[4, 4], kernel_size=3),
+        (2, 20, 24, 1),
+        "regression",
+    ),
+    "unet_same_batchnorm": (
+        "unet",
+        dict(input_shape=[None, None, 1], num_classes=3, depth=2, filters=4,
+             padding="same", batch_norm=True),
+        (2, 16, 20, 1),
+        "classes",
+    ),
+    "unet_valid": (
+        "unet",
+        # The two smallest valid sizes, so that height and width differ.
+        dict(input_shape=[None, None, 1], num_classes=2, depth=2, filters=4, padding="valid"),
+        (2, _VALID_SIZES[0], _VALID_SIZES[1], 1),
+        "classes",
+    ),
+}
+
+def build(builder, kwargs):
+    """The model `fcnkit.models.<builder>(**kwargs)` (kwargs as stored in JSON)."""
+    kwargs = dict(kwargs)
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    return getattr(fcnkit.models, builder)(**kwargs)
+
+
+def compile_for(model, target_kind, learning_rate):
+    loss = (
+        "mean_squared_error" if target_kind == "regression"
+        else "sparse_categorical_crossentropy"
+    )
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss=loss)
+
+
+def weights_dict(model):
+    return {w.path: keras.ops.convert_to_numpy(w.value) for w in model.weights}
+
+
+# Run by the JAX subprocess: `build`, `compile_for` and `weights_dict` come from
+# this very file, imported under the JAX backend.
+_JAX_SCRIPT = textwrap.dedent(
+    """
+    import importlib.util, json, sys, traceback
+    from pathlib import Path
+
+    import keras
+    import numpy as np
+
+    test_file, work = sys.argv[1], Path(sys.argv[2])
+    module_spec = importlib.util.spec_from_file_location("fcnkit_backend_test", test_file)
+    helpers = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(helpers)
+
+    spec = json.loads((work / "spec.json").read_text())
+    report = {"backend": keras.backend.backend(), "models": {}}
+    for name, (builder, kwargs, target_kind) in spec["models"].items():
+        try:
+            data = np.load(work / f"{name}_data.npz")
+            model = helpers.build(builder, kwargs)
+            model.load_weights(work / f"{name}.weights.h5")
+            outputs = model.predict(data["inputs"], verbose=0)
+            helpers.compile_for(model, target_kind, spec["learning_rate"])
+            loss = model.train_on_batch(data["train_x"], data["train_y"])
+            np.savez(work / f"{name}_jax.npz", outputs=outputs,
+                     loss=np.asarray(loss, dtype="float64"))
+            np.savez(work / f"{name}_jax_weights.npz", **helpers.weights_dict(model))
+            report["models"][name] = "ok"
+        except Exception:
+            report["models"][name] = traceback.format_exc()
+    (work / "report.json").write_text(json.dumps(report))
+    """
+)
+
+
+def _randomize_weights(model, rng):
+    """Every weight random, BN statistics included, so loading is really tested."""
+    values = []
+    for weight in model.weights:
+        value = keras.ops.convert_to_numpy(weight.value)
+        if "moving_variance" in weight.path:
+            value = rng.uniform(0.5, 1.5, value.shape)
+        else:
+            value = value + rng.normal(0.0, 0.1, value.shape)
+        values.append(value.astype("float32"))
+    model.set_weights(values)
+
+
+@pytest.fixture(scope="module")
+def backend_run(tmp_path_factory):
+    """Build, save and train every model in TF; run the JAX subprocess once."""
+    work = tmp_path_factory.mktemp("backends")
+    rng = np.random.default_rng(0)
+    tf_results = {}
+    for name, (builder, kwargs, input_shape, target_kind) in MODELS.items():
+        model = build(builder, kwargs)
+        _randomize_weights(model, rng)
+        inputs = rng.normal(size=input_shape).astype("float32")
+        train_x = rng.normal(size=input_shape).astype("float32")
+        output_shape = model.compute_output_shape(input_shape)
+        if target_kind == "regression":
+            train_y = rng.normal(size=output_shape).astype("float32")
+        else:
+            train_y = rng.integers(0, output_shape[-1], size=output_shape[:-1]).astype("int32")
+        model.save_weights(work / f"{name}.weights.h5")
+        np.savez(work / f"{name}_data.npz", inputs=inputs, train_x=train_x, train_y=train_y)
+        outputs = model.predict(inputs, verbose=0)
+        before = weights_dict(model)
+        compile_for(model, target_kind, LEARNING_RATE)
+        loss = float(model.train_on_batch(train_x, train_y))
+        tf_results[name] = dict(
+            outputs=outputs, loss=loss, before=before,
+            after=weights_dict(model),
+            trainable={w.path for w in model.trainable_weights},
+        )
+    (work / "spec.json").write_text(json.dumps({
+        "learning_rate": LEARNING_RATE,
+        "models": {name: (b, kw, kind) for name, (b, kw, _, kind) in MODELS.items()},
+    }))
+    (work / "jax_check.py").write_text(_JAX_SCRIPT)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+               TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    try:
+        completed = subprocess.run(
+            [sys.executable, str(work / "jax_check.py"), __file__, str(work)],
+            env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as error:  # subprocess.run kills the child
+        pytest.fail(f"the JAX subprocess ran over {SUBPROCESS_TIMEOUT_S} s:\n{error.stderr}")
+    if completed.returncode != 0 or not (work / "report.json").exists():
+        pytest.fail(
+            f"the JAX subprocess failed with exit code {completed.returncode}.\n"
+            f"stderr:\n{completed.stderr[-8000:]}"
+        )
+    report = json.loads((work / "report.json").read_text())
+    return work, tf_results, report, completed.stderr
+
+
+def test_subprocess_ran_on_jax(backend_run):
+    _, _, report, _ = backend_run
+    assert report["backend"] == "jax"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_jax_matches_tensorflow(backend_run, name):
+    work, tf_results, report, stderr = backend_run
+    status = report["models"][name]
+    assert status == "ok", f"{name} failed on JAX:\n{status}\nstderr:\n{stderr[-4000:]}"
+    tf = tf_results[name]
+    jax_outputs = np.load(work / f"{name}_jax.npz")
+    jax_after = dict(np.load(work / f"{name}_jax_weights.npz"))
+
+    # Inference: same weights, same input -> same outputs.
+    np.testing.assert_allclose(
+        jax_outputs["outputs"], tf["outputs"], atol=ATOL, rtol=RTOL,
+        err_msg=f"{name}: JAX and TensorFlow outputs differ",
+    )
+
+    # One training step: finite loss, equal to TensorFlow's, every weight moved.
+    jax_loss = float(jax_outputs["loss"])
+    assert np.isfinite(jax_loss), f"{name}: JAX loss is {jax_loss}"
+    assert np.isfinite(tf["loss"]), f"{name}: TensorFlow loss is {tf['loss']}"
+    np.testing.assert_allclose(jax_loss, tf["loss"], atol=ATOL, rtol=RTOL)
+    assert sorted(jax_after) == sorted(tf["after"]), "weight paths differ between backends"
+    unchanged = [
+        path for path, value in jax_after.items()
+        if np.array_equal(value, tf["before"][path])
+        and (path in tf["trainable"] or "moving" in path)
+    ]
+    assert not unchanged, f"{name}: one JAX training step left these weights unchanged: {unchanged}"
+    for path, value in jax_after.items():
+        np.testing.assert_allclose(
+            value, tf["after"][path], atol=ATOL, rtol=RTOL,
+            err_msg=f"{name}: weight {path} after one SGD step differs between backends",
+        )
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_keras_file_round_trip(tmp_path, name):
+    builder, kwargs, input_shape, _ = MODELS[name]
+    rng = np.random.default_rng(1)
+    model = build(builder, kwargs)
+    _randomize_weights(model, rng)
+    inputs = rng.normal(size=input_shape).astype("float32")
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [layer.__class__ for layer in loaded.layers] == [
+        layer.__class__ for layer in model.layers
+    ]
+    for original, restored in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(restored.value),
+            keras.ops.convert_to_numpy(original.value),
+        )
+    np.testing.assert_array_equal(
+        loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0)
+    )

@@ -1,0 +1,39 @@
+"""`python -m fcnkit`: the train command end to end, and its errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fcnkit", *args], capture_output=True,
+                          text=True, env=ENV, timeout=300)
+
+
+def test_train_then_resume(tmp_path):
+    common = ["--dataset", "text_deblur", "--model", "plain_cnn", "--crop-size", "32",
+              "--batch-size", "2", "--steps-per-epoch", "2", "--depth", "1",
+              "--filters", "4", "--out", str(tmp_path), "--verbose", "2"]
+    first = run_cli("train", "--epochs", "1", *common)
+    assert first.returncode == 0, first.stderr
+    assert "Epoch 1/1" in first.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["dataset"] == "text_deblur" and metrics["epochs"] == 1
+
+    second = run_cli("train", "--epochs", "2", "--resume", *common)
+    assert second.returncode == 0, second.stderr
+    assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_from_epoch"] == 1
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+    result = run_cli("train", "--dataset", "nucleii", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        'error: `dataset` must be one of "nuclei", "text_deblur". '
+        "Received: dataset='nucleii'. Did you mean \"nuclei\"?"
+    )
+    assert not (tmp_path / "metrics.json").exists()

@@ -1,0 +1,618 @@
+"""The nbgrader course pipeline: build, check and headless grading (`fcnkit.course`).
+
+Most tests use the tiny fixture course `tests/course_fixtures/00_fixture` (no Keras,
+5 points: quiz q1 1, exercise rf 2, exercise count 1, quiz q2 1). All fixture
+students are graded in ONE nbgrader run (module-scoped fixture). The real course
+(`solutions/*/`, discovered at run time) is checked and graded (solution copy and
+blank lesson) in one more run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import html
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fcnkit import course
+from fcnkit.course import CourseError
+from fcnkit.course._notebooks import HIDDEN_MARKERS, cell_source, nbgrader_meta, split_regions
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "course_fixtures"
+FIXTURE = "00_fixture"
+
+# What a correct student writes in each answer cell of the fixture.
+CORRECT = {
+    "answer_q1": 'q1 = "b"',
+    "answer_rf": "def receptive_field(n_layers, kernel_size=3):\n"
+    "    return 1 + n_layers * (kernel_size - 1)",
+    "answer_count": "def count_positive(values):\n    return sum(1 for v in values if v > 0)",
+    "answer_q2": 'q2 = {"c", "a"}',
+}
+FIXTURE_MAX = {"test_q1": 1.0, "test_rf": 2.0, "test_count": 1.0, "test_q2": 1.0}
+GRADING_TIMEOUT = 6  # seconds per cell: the fixture's cells take milliseconds
+
+# student -> (expected score of each question, layout used to hand it in)
+EXPECTED = {
+    "solution": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "blank": ({"test_q1": 0, "test_rf": 0, "test_count": 0, "test_q2": 0}, "nbgrader"),
+    "wrong": ({"test_q1": 0, "test_rf": 0, "test_count": 1, "test_q2": 1}, "flat"),
+    "deleted": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "duplicated": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "foreign_kernel": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "infinite_loop": ({"test_q1": 1, "test_rf": 2, "test_count": 0, "test_q2": 1}, "flat"),
+    "tampered": ({"test_q1": 1, "test_rf": 0, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "instructor_copy": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write(nb: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
+    return path
+
+
+def cell_index(nb: dict, grade_id: str) -> int:
+    for index, cell in enumerate(nb["cells"]):
+        if nbgrader_meta(cell).get("grade_id") == grade_id:
+            return index
+    raise KeyError(grade_id)
+
+
+def set_source(nb: dict, grade_id: str, source: str) -> dict:
+    nb["cells"][cell_index(nb, grade_id)]["source"] = source
+    return nb
+
+
+def answered(lesson: dict, **changes: str) -> dict:
+    """The released lesson with the correct answers, except `changes` (grade_id=source)."""
+    nb = copy.deepcopy(lesson)
+    for grade_id, source in {**CORRECT, **changes}.items():
+        set_source(nb, grade_id, source)
+    return nb
+
+
+def fill_from_source(lesson: dict, source_nb: dict) -> dict:
+    """The released lesson with each answer cell copied from the instructor notebook."""
+    nb = copy.deepcopy(lesson)
+    for cell in source_nb["cells"]:
+        meta = nbgrader_meta(cell)
+        if meta.get("solution") and not meta.get("grade"):
+            set_source(nb, meta["grade_id"], cell_source(cell))
+    return nb
+
+
+def make_course(tmp: Path, assignments: dict[str, Path]) -> Path:
+    """A course root in `tmp` with the repository's nbgrader_config.py and the given sources."""
+    root = tmp / "course"
+    root.mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    for name, folder in assignments.items():
+        shutil.copytree(folder, root / "solutions" / name)
+    return root
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def hidden_lines(source_nb: dict) -> list[str]:
+    lines = []
+    for cell in source_nb["cells"]:
+        regions = split_regions(cell_source(cell), HIDDEN_MARKERS)
+        lines += [line.strip() for _, line in regions.inside if line.strip()]
+    return lines
+
+
+def only(problems: list[str], fragment: str) -> list[str]:
+    return [p for p in problems if fragment in p]
+
+
+# ----------------------------------------------------------------------------- fixture course
+
+
+@pytest.fixture(scope="module")
+def fixture_course(tmp_path_factory) -> Path:
+    """A built copy of the fixture course (lessons generated once)."""
+    root = make_course(tmp_path_factory.mktemp("fixture"), {FIXTURE: FIXTURES / FIXTURE})
+    course.build(root)
+    return root
+
+
+@pytest.fixture()
+def course_copy(fixture_course, tmp_path) -> Path:
+    """A private, already built copy of the fixture course that a test may damage."""
+    root = tmp_path / "course"
+    shutil.copytree(fixture_course, root)
+    return root
+
+
+def fixture_paths(root: Path) -> tuple[Path, Path]:
+    return (
+        root / "solutions" / FIXTURE / f"{FIXTURE}.ipynb",
+        root / "lessons" / FIXTURE / f"{FIXTURE}.ipynb",
+    )
+
+
+def test_fixture_notebook_is_up_to_date():
+    from course_fixtures.make_fixture import fixture_notebook
+
+    committed = read(FIXTURES / FIXTURE / f"{FIXTURE}.ipynb")
+    assert committed == fixture_notebook(), "run python tests/course_fixtures/make_fixture.py"
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def test_build_writes_lessons_and_nothing_else(fixture_course):
+    files = sorted(p.relative_to(fixture_course).as_posix() for p in fixture_course.rglob("*"))
+    assert files == [
+        "lessons",
+        f"lessons/{FIXTURE}",
+        f"lessons/{FIXTURE}/{FIXTURE}.ipynb",
+        "nbgrader_config.py",
+        "solutions",
+        f"solutions/{FIXTURE}",
+        f"solutions/{FIXTURE}/{FIXTURE}.ipynb",
+    ]
+
+
+def test_build_is_byte_identical_across_runs(course_copy):
+    lessons = course_copy / "lessons"
+    before = tree_digest(lessons)
+    text = (lessons / FIXTURE / f"{FIXTURE}.ipynb").read_text(encoding="utf-8")
+    assert text.endswith("}\n") and not text.endswith("\n\n")
+    changed = course.build(course_copy)
+    assert changed == []
+    assert tree_digest(lessons) == before
+    # cell ids are the source's ids, not random ones
+    source, lesson = (read(p) for p in fixture_paths(course_copy))
+    assert [c["id"] for c in lesson["cells"]] == [c["id"] for c in source["cells"]]
+
+
+def test_build_removes_solutions_and_hidden_tests(fixture_course):
+    source_path, lesson_path = fixture_paths(fixture_course)
+    text = lesson_path.read_text(encoding="utf-8")
+    lesson = read(lesson_path)
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in text
+    secrets = ['q1 = \\"b\\"', "1 + n_layers * (kernel_size - 1)", "total_positive",
+               'q2 = {\\"a\\", \\"c\\"}', "receptive_field(5) == 11", "SAMPLE_VALUES) == 3"]
+    for secret in secrets:
+        assert secret not in text, secret
+    assert cell_source(lesson["cells"][cell_index(lesson, "answer_q1")]) == (
+        "# YOUR CODE HERE\nraise NotImplementedError()"
+    )
+    assert cell_source(lesson["cells"][cell_index(lesson, "test_rf")]) == (
+        "assert receptive_field(1) == 3"
+    )
+
+
+def test_build_replaces_stale_lessons(course_copy):
+    stale = course_copy / "lessons" / "99_removed"
+    stale.mkdir()
+    (stale / "99_removed.ipynb").write_text("{}", encoding="utf-8")
+    changed = course.build(course_copy)
+    assert changed == [stale]
+    assert not stale.exists()
+
+
+def test_build_without_solutions_says_what_to_do(tmp_path):
+    root = make_course(tmp_path, {})
+    with pytest.raises(CourseError, match=r"No solutions found under .*solutions\. Expected "
+                       r"solutions/<assignment>/<assignment>\.ipynb"):
+        course.build(root)
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def test_check_passes_on_a_clean_course(fixture_course):
+    assert course.check(fixture_course) == []
+
+
+def test_check_finds_a_leaked_solution_line(course_copy):
+    _, lesson_path = fixture_paths(course_copy)
+    lesson = read(lesson_path)
+    set_source(lesson, "answer_q1", '# YOUR CODE HERE\nq1 = "b"')
+    write(lesson, lesson_path)
+    (course_copy / "lessons" / FIXTURE / "notes.txt").write_text(
+        "hint: assert count_positive(SAMPLE_VALUES) == 3\n", encoding="utf-8"
+    )
+    problems = course.check(course_copy, sync=False)
+    assert problems == [
+        f"lessons/{FIXTURE}/{FIXTURE}.ipynb: contains solution or hidden-test text: line "
+        f"'q1 = \"b\"' from solutions/{FIXTURE}/{FIXTURE}.ipynb (answer_q1). Expected no "
+        "solution, hidden test or marker anywhere under lessons/. Fix: remove the file if it "
+        "is not generated, then Run `python -m fcnkit course build` (make lessons).",
+        f"lessons/{FIXTURE}/notes.txt: contains solution or hidden-test text: line 'hint: "
+        "assert count_positive(SAMPLE_VALUES) == 3' contains 'assert "
+        "count_positive(SAMPLE_VALUES) == 3' from solutions/"
+        f"{FIXTURE}/{FIXTURE}.ipynb (test_count). Expected no solution, hidden test or marker "
+        "anywhere under lessons/. Fix: remove the file if it is not generated, then Run "
+        "`python -m fcnkit course build` (make lessons).",
+    ]
+
+
+def test_check_finds_a_leaked_marker(course_copy):
+    (course_copy / "lessons" / FIXTURE / "data.csv").write_text(
+        "x\n### BEGIN HIDDEN TESTS\n", encoding="utf-8"
+    )
+    problems = course.check(course_copy, sync=False)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        f"lessons/{FIXTURE}/data.csv: contains solution or hidden-test text: marker "
+        "'BEGIN HIDDEN TESTS' in line '### BEGIN HIDDEN TESTS'."
+    )
+
+
+def test_check_finds_stored_outputs(course_copy):
+    source_path, _ = fixture_paths(course_copy)
+    source = read(source_path)
+    setup = source["cells"][1]
+    setup["execution_count"] = 3
+    setup["outputs"] = [{"name": "stdout", "output_type": "stream", "text": "hello\n"}]
+    write(source, source_path)
+    problems = course.check(course_copy, sync=False)
+    assert problems == [
+        f"solutions/{FIXTURE}/{FIXTURE}.ipynb: stored with outputs or execution counts (cells "
+        "1). Expected notebooks without outputs. Fix: clear all outputs (JupyterLab: Edit > "
+        "Clear Outputs of All Cells) and save."
+    ]
+
+
+def test_check_finds_a_foreign_kernelspec(course_copy):
+    source_path, _ = fixture_paths(course_copy)
+    source = read(source_path)
+    source["metadata"]["kernelspec"] = {
+        "display_name": "fcn venv", "language": "python", "name": "fcn-venv"
+    }
+    write(source, source_path)
+    problems = course.check(course_copy, sync=False)
+    assert problems == [
+        f"solutions/{FIXTURE}/{FIXTURE}.ipynb: kernelspec name is 'fcn-venv'. Expected "
+        "'python3' (nbgrader runs the kernel named in the source notebook). Fix: set "
+        'metadata.kernelspec to {"name": "python3", "display_name": "Python 3", '
+        '"language": "python"}.'
+    ]
+
+
+def test_check_finds_duplicate_grade_ids(course_copy):
+    source_path, _ = fixture_paths(course_copy)
+    source = read(source_path)
+    source["cells"][cell_index(source, "test_q2")]["metadata"]["nbgrader"]["grade_id"] = "test_q1"
+    write(source, source_path)
+    problems = course.check(course_copy, sync=False)
+    index_q1, index_q2 = 5, 14
+    assert problems == [
+        f"solutions/{FIXTURE}/{FIXTURE}.ipynb cell {index_q2} (test_q1): duplicate grade_id "
+        f"'test_q1', also used by cell {index_q1}. Expected unique grade_ids (nbgrader keys "
+        "grades on them). Fix: rename one of them."
+    ]
+
+
+def test_check_finds_a_hidden_only_test_cell(course_copy):
+    source_path, _ = fixture_paths(course_copy)
+    source = read(source_path)
+    set_source(
+        source,
+        "test_count",
+        "# checks count_positive\n### BEGIN HIDDEN TESTS\n"
+        "assert count_positive(SAMPLE_VALUES) == 3\n### END HIDDEN TESTS",
+    )
+    write(source, source_path)
+    problems = course.check(course_copy, sync=False)
+    assert problems == [
+        f"solutions/{FIXTURE}/{FIXTURE}.ipynb cell 11 (test_count): test cell without a "
+        "visible assert outside the hidden tests. Expected at least one visible assertion (a "
+        "hidden-only test cell passes on a blank notebook). Fix: add e.g. a format check such "
+        "as `assert isinstance(q1, str)` above '### BEGIN HIDDEN TESTS'."
+    ]
+
+
+def test_check_finds_old_nbgrader_metadata(course_copy):
+    source_path, _ = fixture_paths(course_copy)
+    source = read(source_path)
+    del source["cells"][cell_index(source, "answer_rf")]["metadata"]["nbgrader"]["schema_version"]
+    write(source, source_path)
+    problems = course.check(course_copy, sync=False)
+    assert problems == [
+        f"solutions/{FIXTURE}/{FIXTURE}.ipynb cell 7 (answer_rf): nbgrader metadata has "
+        "schema_version None. Expected 3 (nbgrader 0.9). Fix: `nbgrader update solutions/` or "
+        'add "schema_version": 3.'
+    ]
+
+
+def test_check_finds_a_leaky_file_in_solutions(course_copy):
+    (course_copy / "solutions" / FIXTURE / f"{FIXTURE}.py").write_text(
+        "# %%\nq1 = 'b'\n", encoding="utf-8"
+    )
+    (course_copy / "solutions" / FIXTURE / "answers.txt").write_text(
+        "### BEGIN SOLUTION\n", encoding="utf-8"
+    )
+    problems = course.check(course_copy, sync=False)
+    assert [p.split(":")[0] for p in problems] == [
+        f"solutions/{FIXTURE}/{FIXTURE}.py",
+        f"solutions/{FIXTURE}/answers.txt",
+    ]
+    assert "a text twin of a solution notebook (jupytext?)" in problems[0]
+    assert "contains 'BEGIN SOLUTION'. nbgrader copies non-notebook files" in problems[1]
+
+
+def test_check_finds_out_of_sync_lessons(course_copy):
+    source_path, _ = fixture_paths(course_copy)
+    source = read(source_path)
+    source["cells"][0]["source"] = "# Fixture lesson, edited after the last build"
+    write(source, source_path)
+    (course_copy / "lessons" / "42_orphan").mkdir()
+    problems = course.check(course_copy)
+    assert problems == [
+        "lessons/42_orphan/: no solutions/42_orphan/ to generate it from. Expected each lesson "
+        "folder to come from a solutions folder. Fix: Run `python -m fcnkit course build` "
+        "(make lessons); it removes stale lesson folders.",
+        f"lessons/{FIXTURE}/{FIXTURE}.ipynb: out of sync with solutions/{FIXTURE}/ (a fresh "
+        "build differs byte for byte). Expected lessons/ to be regenerated after every change "
+        "to solutions/. Fix: Run `python -m fcnkit course build` (make lessons) and commit "
+        "lessons/.",
+    ]
+
+
+def test_check_cli_exit_status(course_copy, capsys):
+    assert course.main(["check", "--root", str(course_copy), "--no-sync"]) == 0
+    assert "course check: OK" in capsys.readouterr().out
+    (course_copy / "lessons" / FIXTURE / "x.txt").write_text("END SOLUTION", encoding="utf-8")
+    assert course.main(["check", "--root", str(course_copy), "--no-sync"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("course check: 1 problem(s):\n- lessons/00_fixture/x.txt: contains")
+
+
+# ----------------------------------------------------------------------------- grading
+
+
+def fixture_submissions(root: Path, folder: Path) -> Path:
+    """Write the fixture's students, half in each supported layout."""
+    source_path, lesson_path = fixture_paths(root)
+    lesson, source = read(lesson_path), read(source_path)
+    wrong = {"answer_q1": 'q1 = "a"',
+             "answer_rf": "def receptive_field(n_layers, kernel_size=3):\n"
+             "    return 1 + 2 * n_layers"}
+    notebooks = {
+        "solution": answered(lesson),
+        "blank": copy.deepcopy(lesson),
+        "wrong": answered(lesson, **wrong),
+        "infinite_loop": answered(
+            lesson, answer_count="count_positive = None\nwhile True:\n    pass"
+        ),
+        "instructor_copy": copy.deepcopy(source),
+    }
+    deleted = answered(lesson)
+    deleted["cells"] = [
+        c for c in deleted["cells"] if nbgrader_meta(c).get("grade_id") not in ("test_q1", "data")
+    ]
+    notebooks["deleted"] = deleted
+    duplicated = answered(lesson)
+    for grade_id in ("test_q2", "answer_rf"):
+        index = cell_index(duplicated, grade_id)
+        twin = copy.deepcopy(duplicated["cells"][index])
+        twin["id"] = twin["id"] + "-copy"
+        duplicated["cells"].insert(index + 1, twin)
+    notebooks["duplicated"] = duplicated
+    foreign = answered(lesson)
+    foreign["metadata"]["kernelspec"] = {
+        "display_name": "Python [conda env:dl]", "language": "python", "name": "conda-env-dl-py"
+    }
+    notebooks["foreign_kernel"] = foreign
+    tampered = answered(lesson, answer_rf="def receptive_field(n_layers, kernel_size=3):\n"
+                        "    return 0")
+    set_source(tampered, "test_rf", "pass")
+    notebooks["tampered"] = tampered
+    submitted = folder / "submitted"
+    for student, nb in notebooks.items():
+        if EXPECTED[student][1] == "flat":
+            write(nb, submitted / student / f"{FIXTURE}.ipynb")
+        else:
+            write(nb, submitted / student / FIXTURE / f"{FIXTURE}.ipynb")
+    # a notebook that is not part of the course is skipped with a message
+    write(lesson, submitted / "blank" / "homework.ipynb")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def graded(fixture_course, tmp_path_factory):
+    """Grade every fixture student in one nbgrader run."""
+    tmp = tmp_path_factory.mktemp("grading")
+    submissions = fixture_submissions(fixture_course, tmp / "incoming")
+    lines = []
+    report = course.grade(
+        submissions,
+        fixture_course,
+        out_csv=tmp / "out" / "grades.csv",
+        timeout=GRADING_TIMEOUT,
+        workdir=tmp / "work",
+        echo=lines.append,
+    )
+    return report, lines, submissions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", list(EXPECTED))
+def test_grading_scores(graded, student):
+    report, _, _ = graded
+    result = report.result(student, FIXTURE)
+    expected = {k: float(v) for k, v in EXPECTED[student][0].items()}
+    assert result.scores == expected
+    assert result.max_scores == FIXTURE_MAX
+    assert (result.score, result.max_score) == (sum(expected.values()), 5.0)
+    assert result.status == "ok"
+
+
+@pytest.mark.slow
+def test_grading_report_csv_table_and_skips(graded):
+    report, lines, submissions = graded
+    with open(report.csv_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["student", "assignment", "test_q1", "test_rf", "test_count",
+                             "test_q2", "score", "max_score", "status"]
+    got = {row["student"]: row for row in rows}
+    assert sorted(got) == sorted(EXPECTED)
+    for student, (scores, _) in EXPECTED.items():
+        row = got[student]
+        assert {k: float(row[k]) for k in scores} == scores, student
+        assert float(row["score"]) == sum(scores.values())
+        assert row["max_score"] == "5"
+    assert got["infinite_loop"]["status"] == f"ok; timeout in {FIXTURE}:answer_count"
+    assert got["solution"]["status"] == "ok"
+    assert report.skipped == [
+        f"{submissions}/submitted/blank/homework.ipynb: no notebook named 'homework' in the "
+        f"course. Expected one of: {FIXTURE}. Rename the file."
+    ]
+    assert lines[0] == f"skipped: {report.skipped[0]}"
+    output = "\n".join(lines).split("\n")
+    table = [line.split() for line in output]
+    assert ["student", "assignment", "test_q1", "test_rf", "test_count", "test_q2", "total",
+            "status"] in table
+    assert ["infinite_loop", FIXTURE, "1/1", "2/2", "0/1", "1/1", "4/5", "ok;", "timeout", "in",
+            f"{FIXTURE}:answer_count"] in table
+    assert ["wrong", FIXTURE, "0/1", "0/2", "1/1", "1/1", "2/5", "ok"] in table
+    assert f"Feedback for students: {report.feedback_dir}/<student>/<assignment>/<notebook>.html" \
+        in output
+
+
+@pytest.mark.slow
+def test_grading_restores_the_edited_test_cell(graded):
+    report, _, _ = graded
+    nb = read(report.workdir / "autograded" / "tampered" / FIXTURE / f"{FIXTURE}.ipynb")
+    cell = nb["cells"][cell_index(nb, "test_rf")]
+    assert cell_source(cell).startswith("assert receptive_field(1) == 3\n### BEGIN HIDDEN TESTS")
+    assert cell["outputs"][-1]["ename"] == "AssertionError"
+
+
+@pytest.mark.slow
+def test_grading_restores_deleted_cells(graded):
+    report, _, _ = graded
+    nb = read(report.workdir / "autograded" / "deleted" / FIXTURE / f"{FIXTURE}.ipynb")
+    ids = [nbgrader_meta(c).get("grade_id") for c in nb["cells"] if nbgrader_meta(c)]
+    assert ids == ["data", "answer_q1", "test_q1", "answer_rf", "test_rf", "answer_count",
+                   "test_count", "answer_q2", "test_q2"]
+
+
+@pytest.mark.slow
+def test_grading_interrupts_the_infinite_loop_and_goes_on(graded):
+    report, _, _ = graded
+    nb = read(report.workdir / "autograded" / "infinite_loop" / FIXTURE / f"{FIXTURE}.ipynb")
+    loop = nb["cells"][cell_index(nb, "answer_count")]
+    assert [o.get("ename") for o in loop["outputs"] if o["output_type"] == "error"] == [
+        "CellTimeoutError"
+    ]
+    after = nb["cells"][cell_index(nb, "test_q2")]
+    assert after["execution_count"] is not None and after["outputs"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", ["wrong", "blank", "tampered", "solution"])
+def test_feedback_hides_hidden_tests(graded, student):
+    report, _, _ = graded
+    source = read(fixture_paths(Path(report.workdir))[0])
+    (page,) = report.result(student).feedback
+    assert page == report.feedback_dir / student / FIXTURE / f"{FIXTURE}.html"
+    text = html.unescape(page.read_text(encoding="utf-8"))
+    assert "HIDDEN TESTS" not in text
+    for line in hidden_lines(source):
+        assert line not in text, line
+    if student == "wrong":
+        assert "AssertionError: a hidden test failed" in text
+    if student == "tampered":  # the restored visible assert fails, and is shown
+        assert "assert receptive_field(1) == 3" in text
+        assert "a hidden test failed" not in text
+    if student == "blank":
+        assert "NotImplementedError" in text
+        assert "a hidden test failed" not in text  # the visible checks fail first
+
+
+def test_collect_submissions_layouts_and_messages(tmp_path):
+    assignments = {FIXTURE: [FIXTURES / FIXTURE / f"{FIXTURE}.ipynb"]}
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / f"{FIXTURE} (1).ipynb").write_text("{}")
+    (tmp_path / "bob" / FIXTURE).mkdir(parents=True)
+    (tmp_path / "bob" / FIXTURE / f"{FIXTURE}.ipynb").write_text("{}")
+    (tmp_path / "bob" / FIXTURE / "timestamp.txt").write_text("2030-01-30 12:00:00 UTC")
+    (tmp_path / "cy").mkdir()
+    (tmp_path / "cy" / "lab1.ipynb").write_text("{}")
+    found, skipped = course.collect_submissions(tmp_path, assignments)
+    assert [(s.student, s.assignment, s.notebook, s.path.name) for s in found] == [
+        ("ann", FIXTURE, FIXTURE, f"{FIXTURE} (1).ipynb"),
+        ("bob", FIXTURE, FIXTURE, f"{FIXTURE}.ipynb"),
+    ]
+    assert found[1].timestamp == tmp_path / "bob" / FIXTURE / "timestamp.txt"
+    assert skipped == [
+        f"{tmp_path}/cy/lab1.ipynb: no notebook named 'lab1' in the course. Expected one of: "
+        f"{FIXTURE}. Rename the file."
+    ]
+    with pytest.raises(CourseError, match=r"No submissions found in .*empty\. Expected "
+                       r"<student>/<notebook>\.ipynb or nbgrader's"):
+        (tmp_path / "empty").mkdir()
+        course.collect_submissions(tmp_path / "empty", assignments)
+
+
+def test_grade_cli_reports_a_missing_folder(fixture_course, tmp_path, capsys):
+    code = course.main(["grade", str(tmp_path / "nowhere"), "--root", str(fixture_course)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: Submissions folder {tmp_path / 'nowhere'} does not exist. Expected a folder "
+        "with <student>/<assignment>.ipynb or <student>/<assignment>/<assignment>.ipynb.\n"
+    )
+
+
+# ----------------------------------------------------------------------------- the real course
+
+REAL_ASSIGNMENTS = course.find_assignments(REPO)
+needs_real_course = pytest.mark.skipif(
+    not REAL_ASSIGNMENTS,
+    reason="no solutions/<assignment>/<assignment>.ipynb in the repository yet "
+    "(solutions/01_image_to_image is being written)",
+)
+
+
+@needs_real_course
+def test_check_passes_on_the_repository():
+    assert course.check(REPO) == []
+
+
+@needs_real_course
+@pytest.mark.slow
+def test_real_course_solution_copy_full_marks_blank_zero(tmp_path):
+    """Grade every real lesson twice in one run: answers copied from solutions/, and blank."""
+    root = make_course(tmp_path, {a: REPO / "solutions" / a for a in REAL_ASSIGNMENTS})
+    course.build(root)
+    incoming = tmp_path / "incoming"
+    for assignment, notebooks in REAL_ASSIGNMENTS.items():
+        for source_path in notebooks:
+            lesson_path = root / "lessons" / assignment / source_path.name
+            lesson = read(lesson_path)
+            write(fill_from_source(lesson, read(source_path)),
+                  incoming / "solution_copy" / source_path.name)
+            write(lesson, incoming / "blank" / source_path.name)
+    report = course.grade(incoming, root, out_csv=tmp_path / "grades.csv", echo=None)
+    for assignment in REAL_ASSIGNMENTS:
+        full = report.result("solution_copy", assignment)
+        blank = report.result("blank", assignment)
+        assert full.max_score > 0
+        assert (full.score, full.status) == (full.max_score, "ok"), full
+        assert (blank.score, blank.status) == (0.0, "ok"), blank

@@ -1,0 +1,155 @@
+"""Training on crops: paired augmentation, determinism, checkpoints and resume."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fcnkit import training
+
+
+def coordinate_images(count=2, height=24, width=20):
+    """Images whose pixels encode (image, row, column); masks a function of them."""
+    index, rows, cols = np.meshgrid(np.arange(count), np.arange(height), np.arange(width),
+                                    indexing="ij")
+    images = np.stack([index, rows, cols], axis=-1).astype("float32")
+    masks = ((rows * 7 + cols * 3 + index) % 5 == 0).astype("uint8")[..., None]
+    return images, masks
+
+
+def check_crop_is_paired(image_crop, mask_crop, images, masks):
+    """The crop must be a (possibly flipped) window of one image, and the mask
+    crop the same window of that image's mask, with the same flips."""
+    which = int(image_crop[0, 0, 0])
+    rows, cols = image_crop[..., 1].astype(int), image_crop[..., 2].astype(int)
+    assert (image_crop[..., 0] == which).all()
+    np.testing.assert_array_equal(mask_crop, masks[which][rows, cols])
+    # Rows and columns each run in steps of exactly +1 or -1 (a flip at most).
+    assert set(np.unique(np.diff(rows, axis=0))) <= {1, -1} and len(np.unique(np.diff(rows, axis=0))) == 1
+    assert set(np.unique(np.diff(cols, axis=1))) <= {1, -1} and len(np.unique(np.diff(cols, axis=1))) == 1
+    return rows[1, 0] < rows[0, 0], cols[0, 1] < cols[0, 0]
+
+
+def test_tf_data_crops_are_paired_and_flipped():
+    images, masks = coordinate_images()
+    dataset = training.crop_dataset(images, masks, crop_size=8, batch_size=16, seed=3)
+    flips = set()
+    for x_batch, y_batch in dataset.take(4):
+        assert y_batch.dtype.name == "uint8"
+        for x, y in zip(x_batch.numpy(), y_batch.numpy()):
+            flips.add(check_crop_is_paired(x, y, images, masks))
+    assert flips == {(False, False), (False, True), (True, False), (True, True)}
+
+
+def test_numpy_sequence_crops_are_paired_and_flipped():
+    images, masks = coordinate_images()
+    sequence = training.CropSequence(images, masks, 8, batch_size=16, steps_per_epoch=4, seed=3)
+    flips = set()
+    for step in range(len(sequence)):
+        x_batch, y_batch = sequence[step]
+        for x, y in zip(x_batch, y_batch):
+            flips.add(check_crop_is_paired(x, y, images, masks))
+    assert flips == {(False, False), (False, True), (True, False), (True, True)}
+
+
+def test_no_flips_keeps_orientation():
+    images, masks = coordinate_images()
+    x_batch, y_batch = next(iter(training.crop_dataset(images, masks, 8, 32, flips=False)))
+    for x, y in zip(x_batch.numpy(), y_batch.numpy()):
+        assert check_crop_is_paired(x, y, images, masks) == (False, False)
+
+
+def test_same_seed_same_crops_other_seed_other_crops():
+    images, masks = coordinate_images()
+
+    def first_batch(seed):
+        return next(iter(training.crop_dataset(images, masks, 8, 8, seed=seed)))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(1), first_batch(1))
+    assert not np.array_equal(first_batch(1), first_batch(2))
+
+
+def test_crops_cover_the_whole_image():
+    images, masks = coordinate_images(count=1, height=12, width=12)
+    seen = np.zeros((12, 12), bool)
+    for x_batch, _ in training.crop_dataset(images, masks, 4, 64, seed=0).take(4):
+        for crop in x_batch.numpy():
+            seen[crop[..., 1].astype(int), crop[..., 2].astype(int)] = True
+    assert seen.all()
+
+
+@pytest.mark.parametrize(
+    "images, targets, crop, message",
+    [
+        (np.zeros((1, 8, 8, 1)), np.zeros((1, 8, 8, 1)), 9,
+         "`crop_size` must be between 1 and the smallest image side (8). "
+         "Received: crop_size=9. Use a smaller crop or larger images."),
+        (np.zeros((1, 8, 8, 1)), np.zeros((1, 8, 7, 1)), 4,
+         "Each target must have the count, height and width of its image. "
+         "Received: images.shape=(1, 8, 8, 1), targets.shape=(1, 8, 7, 1)"),
+        (np.zeros((8, 8, 1)), np.zeros((8, 8, 1)), 4,
+         "`images` and `targets` must be 4D arrays (count, height, width, channels). "
+         "Received: images.shape=(8, 8, 1), targets.shape=(8, 8, 1)"),
+    ],
+)
+def test_bad_inputs(images, targets, crop, message):
+    with pytest.raises(ValueError) as error:
+        training.crop_dataset(images, targets, crop, 2)
+    assert str(error.value) == message
+
+
+def test_predict_image_pads_and_crops_back():
+    model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.AveragePooling2D(4),
+                              keras.layers.UpSampling2D(4)])
+    image = np.random.default_rng(0).random((1, 10, 13, 1)).astype("float32")
+    assert training.predict_image(model, image, multiple=4).shape == (1, 10, 13, 1)
+
+
+def test_psnr_by_hand():
+    assert training.psnr(np.ones(10), np.ones(10)) == float("inf")
+    assert training.psnr(np.zeros(2), np.array([0.0, 0.2])) == pytest.approx(10 * np.log10(1 / 0.02))
+
+
+TINY = dict(crop_size=32, batch_size=2, steps_per_epoch=2, depth=1, filters=4, verbose=0)
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_everything_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    first = training.train("nuclei", "unet", epochs=1, out=out, **TINY)
+    for name in ("model.keras", "history.csv", "metrics.json", "report.png",
+                 "checkpoint.keras", "checkpoint.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "metrics.json").read_text()) == first
+    assert 0.0 <= first["test_jaccard"] <= first["test_dice"] <= 1.0
+    assert len(read_rows(out / "history.csv")) == 1
+
+    checkpoint_weights = keras.models.load_model(out / "checkpoint.keras").get_weights()
+    second = training.train("nuclei", "unet", epochs=3, out=out, resume=True, **TINY)
+    assert second["resumed_from_epoch"] == 1
+    rows = read_rows(out / "history.csv")
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 3}
+    resumed_weights = keras.models.load_model(out / "checkpoint.keras").get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(checkpoint_weights, resumed_weights))
+
+
+def test_restoration_run_reports_psnr(tmp_path):
+    result = training.train("text_deblur", "plain_cnn", epochs=1, out=tmp_path, **TINY)
+    assert {"test_psnr_input", "test_psnr"} <= set(result)
+    assert "test_dice" not in result
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(ValueError) as error:
+        training.train("nuclei", "unet", epochs=1, out=tmp_path, resume=True, **TINY)
+    assert str(error.value) == (
+        f"`resume=True` needs a checkpoint in {tmp_path}, but there is no "
+        "checkpoint.json there. Run once without --resume first."
+    )
