@@ -21,6 +21,7 @@ from fcnkit.course import KERNEL_ENV
 from fcnkit.course.preprocessors import (
     DropDuplicateIds,
     HideHiddenTestsInFeedback,
+    RepairCellMetadata,
     RestoreMissingCells,
 )
 
@@ -53,9 +54,11 @@ c.IgnorePattern.pattern = (
     r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
 )
 
-# Sanitising submissions: survive duplicated cells, foreign kernels, deleted test cells.
+# Sanitising submissions: survive old metadata, duplicated cells, foreign kernels,
+# deleted test cells (put back from the gradebook) and edited test cells (restored).
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [
+    RepairCellMetadata,
     ClearOutput,
     DropDuplicateIds,
     OverwriteKernelspec,

@@ -26,7 +26,7 @@ def _train_parser(subparsers):
                         help="continue from the last checkpoint in --out")
     parser.add_argument("--crop-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps-per-epoch", type=int, default=32)
+    parser.add_argument("--steps-per-epoch", type=int, default=25)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--filters", type=int, default=16)
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, resume=args.resume, crop_size=args.crop_size,
             batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
             learning_rate=args.learning_rate, depth=args.depth,
-            filters=args.filters, batch_norm=args.batch_norm, seed=args.seed, verbose=args.verbose,
+            filters=args.filters, batch_norm=args.batch_norm, seed=args.seed,
+            verbose=args.verbose,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -42,16 +42,18 @@ def training_report(
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.5))
+    fig = plt.figure(figsize=(14, 7))
+    grid = fig.add_gridspec(3, 2, width_ratios=(1.4, 1))
+    image_axes = [fig.add_subplot(grid[row, 0]) for row in range(3)]
     for axis, picture, label in zip(
-        axes[:3], (image, truth, prediction), ("input", "truth", "prediction")
+        image_axes, (image, truth, prediction), ("input", "truth", "prediction")
     ):
         shown, cmap = _as_display(picture)
         axis.imshow(shown, cmap=cmap, vmin=None if cmap is None else 0.0,
                     vmax=None if cmap is None else 1.0)
         axis.set_title(label)
         axis.axis("off")
-    curves = axes[3]
+    curves = fig.add_subplot(grid[:, 1])
     for key, values in history.items():
         if key.startswith("val_") or key == "epoch":
             continue

@@ -267,7 +267,7 @@ def train(
     resume=False,
     crop_size=128,
     batch_size=8,
-    steps_per_epoch=32,
+    steps_per_epoch=25,
     learning_rate=2e-3,
     depth=3,
     filters=16,
@@ -293,7 +293,9 @@ def train(
         crop_size: int, side of the random training crops.
         batch_size: int, crops per batch.
         steps_per_epoch: int, batches per epoch.
-        learning_rate: float, Adam learning rate.
+        learning_rate: float, initial Adam learning rate; it decays along a
+            cosine to a tenth of its value at the last planned step (a resumed
+            run keeps the schedule of the run it continues).
         depth: int, U-Net depth, or number of hidden layers of `plain_cnn`.
         filters: int, filters of the first level (U-Net) or of every layer.
         batch_norm: bool, batch normalisation in the U-Net. Off by default:
@@ -336,8 +338,13 @@ def train(
             model_name, dataset, x_train.shape[-1], y_train.shape[-1], depth,
             filters, batch_norm,
         )
+        # Cosine decay to a tenth of the rate: the last epochs settle instead
+        # of oscillating, so the final model is a good one.
+        schedule = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=epochs * steps_per_epoch, alpha=0.1
+        )
         network.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=keras.optimizers.Adam(schedule),
             loss="binary_crossentropy" if segmentation else "mean_absolute_error",
         )
     multiple = 2**depth if model_name == "unet" else 1
@@ -387,14 +394,16 @@ def train(
         result["test_dice"] = round(metrics.dice_coefficient(y_test, prediction), 4)
         result["test_jaccard"] = round(metrics.jaccard_index(y_test, prediction), 4)
         shown_prediction = prediction[0] >= 0.5
+        scores = f"Dice {result['test_dice']:.3f}, Jaccard {result['test_jaccard']:.3f}"
     else:
         result["test_psnr_input"] = round(psnr(y_test, x_test), 2)
         result["test_psnr"] = round(psnr(y_test, prediction), 2)
         shown_prediction = np.clip(prediction[0], 0.0, 1.0)
+        scores = f"PSNR {result['test_psnr']:.2f} dB (input {result['test_psnr_input']:.2f} dB)"
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     plotting.training_report(
         x_test[0], y_test[0], shown_prediction, _read_history(out / "history.csv"),
         path=out / "report.png",
-        title=f"{model_name} on {dataset} (held-out region)",
+        title=f"{model_name} on {dataset}, held-out data: {scores}",
     )
     return result

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import html
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -49,7 +50,9 @@ EXPECTED = {
     "infinite_loop": ({"test_q1": 1, "test_rf": 2, "test_count": 0, "test_q2": 1}, "flat"),
     "tampered": ({"test_q1": 1, "test_rf": 0, "test_count": 1, "test_q2": 1}, "nbgrader"),
     "instructor_copy": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "old_metadata": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
 }
+CORRUPT = "corrupt"  # hands in a file that is not a notebook: reported, graded 0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -423,7 +426,13 @@ def fixture_submissions(root: Path, folder: Path) -> Path:
                         "    return 0")
     set_source(tampered, "test_rf", "pass")
     notebooks["tampered"] = tampered
+    old = answered(lesson)
+    old["cells"][cell_index(old, "answer_q1")]["metadata"]["nbgrader"]["schema_version"] = 1
+    notebooks["old_metadata"] = old
     submitted = folder / "submitted"
+    corrupt = submitted / CORRUPT / FIXTURE / f"{FIXTURE}.ipynb"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text('{"cells": [', encoding="utf-8")
     for student, nb in notebooks.items():
         if EXPECTED[student][1] == "flat":
             write(nb, submitted / student / f"{FIXTURE}.ipynb")
@@ -471,7 +480,7 @@ def test_grading_report_csv_table_and_skips(graded):
     assert list(rows[0]) == ["student", "assignment", "test_q1", "test_rf", "test_count",
                              "test_q2", "score", "max_score", "status"]
     got = {row["student"]: row for row in rows}
-    assert sorted(got) == sorted(EXPECTED)
+    assert sorted(got) == sorted([*EXPECTED, CORRUPT])
     for student, (scores, _) in EXPECTED.items():
         row = got[student]
         assert {k: float(row[k]) for k in scores} == scores, student
@@ -479,6 +488,10 @@ def test_grading_report_csv_table_and_skips(graded):
         assert row["max_score"] == "5"
     assert got["infinite_loop"]["status"] == f"ok; timeout in {FIXTURE}:answer_count"
     assert got["solution"]["status"] == "ok"
+    assert (got[CORRUPT]["score"], got[CORRUPT]["max_score"]) == ("0", "5")
+    assert got[CORRUPT]["status"] == (
+        "error: nbgrader could not grade this submission (see the log); no feedback"
+    )
     assert report.skipped == [
         f"{submissions}/submitted/blank/homework.ipynb: no notebook named 'homework' in the "
         f"course. Expected one of: {FIXTURE}. Rename the file."
@@ -518,9 +531,8 @@ def test_grading_interrupts_the_infinite_loop_and_goes_on(graded):
     report, _, _ = graded
     nb = read(report.workdir / "autograded" / "infinite_loop" / FIXTURE / f"{FIXTURE}.ipynb")
     loop = nb["cells"][cell_index(nb, "answer_count")]
-    assert [o.get("ename") for o in loop["outputs"] if o["output_type"] == "error"] == [
-        "CellTimeoutError"
-    ]
+    errors = [o.get("ename") for o in loop["outputs"] if o["output_type"] == "error"]
+    assert "CellTimeoutError" in errors  # (after the KeyboardInterrupt of the interrupted kernel)
     after = nb["cells"][cell_index(nb, "test_q2")]
     assert after["execution_count"] is not None and after["outputs"] == []
 
@@ -532,7 +544,12 @@ def test_feedback_hides_hidden_tests(graded, student):
     source = read(fixture_paths(Path(report.workdir))[0])
     (page,) = report.result(student).feedback
     assert page == report.feedback_dir / student / FIXTURE / f"{FIXTURE}.html"
-    text = html.unescape(page.read_text(encoding="utf-8"))
+    raw = page.read_text(encoding="utf-8")
+    assert "HIDDEN TESTS" not in raw
+    # the page highlights code with <span>s: compare the text that a browser shows
+    text = re.sub(r"<(style|script)\b.*?</\1>", "", raw, flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]*>", "", text))
+    assert "Grade cell: test_rf" in text
     assert "HIDDEN TESTS" not in text
     for line in hidden_lines(source):
         assert line not in text, line

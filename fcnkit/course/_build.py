@@ -19,7 +19,7 @@ from fcnkit.course._notebooks import (
 
 
 def _normalise_notebook(path: Path) -> None:
-    """Rewrite a generated notebook in canonical form: stable cell ids, sorted keys, final newline."""
+    """Rewrite a generated notebook canonically: stable cell ids, sorted keys, final newline."""
     nb = read_notebook(path)
     used = set()
     for index, cell in enumerate(nb["cells"]):

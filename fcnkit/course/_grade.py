@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,6 @@ from fcnkit.course._nbgrader import make_course_copy, run_nbgrader, scripts_path
 from fcnkit.course._notebooks import (
     CourseError,
     is_ignored,
-    is_test_cell,
     nbgrader_meta,
     read_notebook,
     require_assignments,
@@ -165,7 +165,8 @@ def collect_submissions(
                 )
                 continue
             candidates.setdefault(index[stem], []).append((stem == path.stem, path, None))
-        for sub in sorted(p for p in student_dir.iterdir() if p.is_dir() and not is_ignored(p.name)):
+        folders = sorted(p for p in student_dir.iterdir() if p.is_dir() and not is_ignored(p.name))
+        for sub in folders:
             if sub.name not in assignments:
                 skipped.append(
                     f"{sub}: no assignment named {sub.name!r} in the course. Expected one of: "
@@ -441,12 +442,27 @@ def grade(
         if timeout is not None:
             args.append(f"--ExecutePreprocessor.timeout={timeout}")
 
-        def progress(line: str) -> bool:
-            return "Autograding " in line or "| ERROR]" in line
+        graded_root = work / AUTOGRADED
 
-        code, output = run_nbgrader(args, work, log_file=log, echo=say, echo_filter=progress)
+        def progress(line: str) -> None:
+            if "Autograding " in line:
+                path = Path(line.split("Autograding ", 1)[1].strip())
+                with contextlib.suppress(ValueError):
+                    say(f"  grading {path.relative_to(graded_root).as_posix()}")
+            elif "| ERROR]" in line:
+                say(f"  {line.strip()}")
+
+        code, _ = run_nbgrader(args, work, log_file=log, on_line=progress)
         if code != 0:
-            say(f"nbgrader autograde reported errors (exit {code}); see the status column.")
+            # nbgrader skips a submission it cannot grade, but a few errors (an old
+            # metadata format, say) stop the whole run: grade the rest one by one.
+            missing = sorted({s.student for s in submissions
+                              if not (graded_root / s.student / s.assignment).is_dir()})
+            say(f"nbgrader autograde reported errors (exit {code}); retrying "
+                f"{len(missing)} student(s) one at a time.")
+            for student in missing:
+                run_nbgrader([*args, f"--student={json.dumps(student)}"], work, log_file=log,
+                             on_line=progress)
         code_feedback, output_feedback = run_nbgrader(
             ["generate_feedback", "*", "--force"], work, log_file=log
         )

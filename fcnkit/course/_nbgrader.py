@@ -81,8 +81,7 @@ def run_nbgrader(
     course_dir: Path,
     *,
     log_file: Path | None = None,
-    echo: Callable[[str], None] | None = None,
-    echo_filter: Callable[[str], bool] | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> tuple[int, str]:
     """Run `python -m nbgrader ARGS` in `course_dir`; return (exit code, output).
 
@@ -90,8 +89,7 @@ def run_nbgrader(
         args: nbgrader arguments, e.g. `["generate_assignment", "*", "--force"]`.
         course_dir: the course root to run in (holds nbgrader_config.py).
         log_file: if given, the full output is appended to it.
-        echo: called with each output line that `echo_filter` accepts (progress).
-        echo_filter: which lines to echo; all lines if None.
+        on_line: called with each line of output as it comes (progress reports).
     """
     command = [sys.executable, "-m", "nbgrader", *args]
     process = subprocess.Popen(
@@ -107,8 +105,8 @@ def run_nbgrader(
     lines = []
     for line in process.stdout:
         lines.append(line)
-        if echo is not None and (echo_filter is None or echo_filter(line)):
-            echo(line.rstrip("\n"))
+        if on_line is not None:
+            on_line(line.rstrip("\n"))
     returncode = process.wait()
     output = "".join(lines)
     if log_file is not None:

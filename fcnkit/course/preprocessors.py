@@ -1,7 +1,11 @@
 """nbgrader preprocessors that make grading robust; `nbgrader_config.py` installs them.
 
-Three fixes over nbgrader 0.9.6's defaults (see `reference/nbgrader.md`, pitfalls 1, 3, 4):
+Four fixes over nbgrader 0.9.6's defaults (see `reference/nbgrader.md`, pitfalls 1, 3, 4):
 
+- `RepairCellMetadata` runs first when sanitising a submission. A cell with old
+  nbgrader metadata (say, pasted from an old notebook) raises `SchemaTooOldError`,
+  which stops `nbgrader autograde` for *all* remaining students. Old metadata is
+  upgraded, metadata nbgrader cannot read is removed (the cell stays).
 - `DropDuplicateIds` replaces `DeduplicateIds`. When a student duplicates a graded
   cell, upstream empties the metadata of a copy (`metadata.nbgrader = {}`), which
   `CheckCellMetadata` then rejects, so the student gets no grade at all
@@ -27,12 +31,18 @@ import re
 
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
+from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
 from traitlets import Bool, Unicode
 
 from fcnkit.course._notebooks import HIDDEN_MARKERS, split_regions
 
-__all__ = ["DropDuplicateIds", "RestoreMissingCells", "HideHiddenTestsInFeedback"]
+__all__ = [
+    "RepairCellMetadata",
+    "DropDuplicateIds",
+    "RestoreMissingCells",
+    "HideHiddenTestsInFeedback",
+]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Where the failing line of the cell is in an IPython traceback, newest format first.
@@ -42,6 +52,28 @@ _CELL_LINE = (
     re.compile(r"^-*>\s*(\d+)\s", re.MULTILINE),
 )
 _LINE_PREFIX = re.compile(r"^\s*(?:-*>)?\s*\d*\s?")
+
+
+class RepairCellMetadata(NbGraderPreprocessor):
+    """Upgrade old nbgrader cell metadata; drop what cannot be upgraded."""
+
+    def preprocess(self, nb, resources):
+        validator = MetadataValidator()
+        for index, cell in enumerate(nb.cells):
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if meta is None:
+                continue
+            version = meta.get("schema_version", 0) if isinstance(meta, dict) else None
+            if version == 3:
+                continue
+            try:
+                if not isinstance(version, int) or version > 3:
+                    raise ValueError(f"unknown schema_version {version!r}")
+                validator.upgrade_cell_metadata(cell)
+            except Exception as error:  # anything a student's notebook may hold
+                self.log.warning("Cell %d: drops unreadable nbgrader metadata (%s)", index, error)
+                cell.metadata.pop("nbgrader", None)
+        return nb, resources
 
 
 class DropDuplicateIds(NbGraderPreprocessor):
@@ -188,7 +220,8 @@ class HideHiddenTestsInFeedback(ClearHiddenTests):
                 output.evalue = self.hidden_failure_message
             return output
         if output.get("output_type") == "stream":
-            output.text = "\n".join(_without_hidden(output.get("text", "").split("\n"), hidden_texts))
+            lines = output.get("text", "").split("\n")
+            output.text = "\n".join(_without_hidden(lines, hidden_texts))
         for mime, value in dict(output.get("data", {})).items():
             if isinstance(value, str) and _quotes_hidden(value, hidden_texts):
                 del output.data[mime]
