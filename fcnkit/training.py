@@ -111,18 +111,20 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
     target_dtype = targets.dtype
     stacked = np.concatenate([images, targets.astype(images.dtype)], axis=-1)
     stacked = tf.constant(stacked)
-    count = stacked.shape[0]
-    crop_shape = (crop_size, crop_size, stacked.shape[-1])
+    count, height, width = stacked.shape[:3]
+
+    def uniform(seed, upper):
+        return tf.random.stateless_uniform((), seed, maxval=upper, dtype=tf.int32)
 
     def transform(example_seed):
-        seeds = tf.random.experimental.stateless_split(example_seed, 4)
-        which = tf.random.stateless_uniform(
-            (), seeds[0], maxval=count, dtype=tf.int32
-        )
-        crop = tf.image.stateless_random_crop(stacked[which], crop_shape, seeds[1])
+        seeds = tf.random.experimental.stateless_split(example_seed, 5)
+        # Slice the window out of the stack directly: no copy of a whole image.
+        corner = [uniform(seeds[0], count), uniform(seeds[1], height - crop_size + 1),
+                  uniform(seeds[2], width - crop_size + 1), 0]
+        crop = tf.slice(stacked, corner, [1, crop_size, crop_size, -1])[0]
         if flips:
-            crop = tf.image.stateless_random_flip_left_right(crop, seeds[2])
-            crop = tf.image.stateless_random_flip_up_down(crop, seeds[3])
+            crop = tf.image.stateless_random_flip_left_right(crop, seeds[3])
+            crop = tf.image.stateless_random_flip_up_down(crop, seeds[4])
         return crop[..., :channels], tf.cast(crop[..., channels:], target_dtype)
 
     return (

@@ -12,7 +12,14 @@ runs here and JAX runs in a subprocess with `KERAS_BACKEND=jax`. For each model:
 3. The outputs, the loss and the weights after the step must agree within
    `ATOL`/`RTOL` below (float32; the two backends use different convolution
    kernels, so the last bits differ), the loss must be finite and every weight
-   must have changed.
+   (batch-norm statistics included) must have changed.
+
+A gradient is only comparable away from the kinks of ReLU and max-pooling: a
+pre-activation at 2e-7 from zero (it happens) is positive on one backend and
+negative on the other, and that single pixel moved a batch-norm update by 5%.
+So the training batch is drawn again until every ReLU input and every
+max-pooling runner-up is at least `KINK_MARGIN` away from the kink (the two
+backends round differently by ~1e-7 to 1e-6).
 
 The `.keras` round trip (save, load, identical outputs and weights) of the same
 models is checked here too, on TensorFlow.
@@ -35,10 +42,11 @@ from fcnkit.shapes import is_valid_unet_size
 
 pytestmark = pytest.mark.slow
 
-# Agreement of TensorFlow and JAX, float32. Measured differences are ~1e-7 for
-# outputs and ~1e-8 for the weights after one step.
+# Agreement of TensorFlow and JAX, float32. Measured differences: up to 2e-6
+# for outputs and losses, 1e-7 for the weights after one step.
 ATOL = 1e-5
 RTOL = 1e-5
+KINK_MARGIN = 1e-5
 LEARNING_RATE = 0.1
 SUBPROCESS_TIMEOUT_S = 300
 
@@ -124,29 +132,86 @@ _JAX_SCRIPT = textwrap.dedent(
 
 
 def _randomize_weights(model, rng):
-    """Every weight random, BN statistics included, so loading is really tested."""
+    """Random biases and batch-norm parameters and statistics, so loading is tested.
+
+    The kernels keep their He-normal values: noise on top of them would make the
+    activations grow layer after layer until the softmax saturates, and then
+    the backends legitimately differ (TensorFlow computes the cross-entropy from
+    the logits behind the softmax, JAX from probabilities clipped at 1e-7).
+    """
     values = []
     for weight in model.weights:
         value = np.asarray(weight)
-        if "moving_variance" in weight.path:
+        kind = weight.path.rsplit("/", 1)[-1]
+        if kind in ("gamma", "moving_variance"):
             value = rng.uniform(0.5, 1.5, value.shape)
-        else:
-            value = value + rng.normal(0.0, 0.1, value.shape)
+        elif kind in ("bias", "beta", "moving_mean"):
+            value = rng.normal(0.0, 0.1, value.shape)
         values.append(value.astype("float32"))
     model.set_weights(values)
+
+
+def _kink_margin(model, x):
+    """Smallest distance of a ReLU input or a max-pooling runner-up to its kink.
+
+    Computed in training mode (batch statistics), as in the training step; the
+    model's weights and batch-norm statistics are left as they were.
+    """
+    relu = keras.activations.relu
+    watched = [
+        layer for layer in model.layers
+        if getattr(layer, "activation", None) is relu
+        or isinstance(layer, keras.layers.MaxPooling2D)
+    ]
+    if not watched:
+        return np.inf
+    probe = keras.Model(model.input, [layer.input for layer in watched])
+    saved = [np.asarray(weight).copy() for weight in model.weights]
+    values = probe(x, training=True)
+    for weight, value in zip(model.weights, saved):
+        weight.assign(value)  # undo the batch-norm statistics update
+    margins = []
+    for layer, value in zip(watched, values):
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            pool = layer.pool_size[0]
+            value = np.asarray(value)
+            batch, height, width, channels = value.shape
+            value = value[:, : height - height % pool, : width - width % pool]
+            windows = value.reshape(batch, height // pool, pool, width // pool, pool, channels)
+            windows = np.sort(windows.transpose(0, 1, 3, 5, 2, 4).reshape(-1, pool * pool), -1)
+            positive = windows[:, -1] > 0  # all-zero windows pass no gradient on
+            if positive.any():
+                margins.append(float(np.min(windows[positive, -1] - windows[positive, -2])))
+            continue
+        if not isinstance(layer, keras.layers.Activation):  # a convolution with relu
+            value = layer.convolution_op(value, layer.kernel)
+            if layer.use_bias:
+                value = value + layer.bias
+        margins.append(float(np.min(np.abs(np.asarray(value)))))
+    return min(margins)
+
+
+def _training_batch(model, input_shape, rng):
+    """A random batch whose pre-activations all keep `KINK_MARGIN` from a kink."""
+    for _ in range(100):
+        train_x = rng.normal(size=input_shape).astype("float32")
+        if _kink_margin(model, train_x) >= KINK_MARGIN:
+            return train_x
+    pytest.fail(f"no random batch out of 100 keeps {KINK_MARGIN} away from every ReLU kink")
 
 
 @pytest.fixture(scope="module")
 def backend_run(tmp_path_factory):
     """Build, save and train every model in TF; run the JAX subprocess once."""
     work = tmp_path_factory.mktemp("backends")
+    keras.utils.set_random_seed(0)  # the kernels' initial values
     rng = np.random.default_rng(0)
     tf_results = {}
     for name, (builder, kwargs, input_shape, target_kind) in MODELS.items():
         model = build(builder, kwargs)
         _randomize_weights(model, rng)
         inputs = rng.normal(size=input_shape).astype("float32")
-        train_x = rng.normal(size=input_shape).astype("float32")
+        train_x = _training_batch(model, input_shape, rng)
         output_shape = model.compute_output_shape(input_shape)
         if target_kind == "regression":
             train_y = rng.normal(size=output_shape).astype("float32")
@@ -233,6 +298,7 @@ def test_jax_matches_tensorflow(backend_run, name):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_keras_file_round_trip(tmp_path, name):
     builder, kwargs, input_shape, _ = MODELS[name]
+    keras.utils.set_random_seed(1)
     rng = np.random.default_rng(1)
     model = build(builder, kwargs)
     _randomize_weights(model, rng)

@@ -14,8 +14,10 @@ import csv
 import hashlib
 import html
 import json
+import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,8 +126,10 @@ def hidden_lines(source_nb: dict) -> list[str]:
     return lines
 
 
-def only(problems: list[str], fragment: str) -> list[str]:
-    return [p for p in problems if fragment in p]
+def page_text(page: Path) -> str:
+    """The text a browser shows for an HTML page (code is highlighted with <span>s)."""
+    text = re.sub(r"<(style|script)\b.*?</\1>", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return html.unescape(re.sub(r"<[^>]*>", "", text))
 
 
 # ----------------------------------------------------------------------------- fixture course
@@ -177,13 +181,16 @@ def test_build_writes_lessons_and_nothing_else(fixture_course):
     ]
 
 
-def test_build_is_byte_identical_across_runs(course_copy):
+def test_build_is_byte_identical_across_runs_and_drops_stale_lessons(course_copy):
     lessons = course_copy / "lessons"
     before = tree_digest(lessons)
     text = (lessons / FIXTURE / f"{FIXTURE}.ipynb").read_text(encoding="utf-8")
     assert text.endswith("}\n") and not text.endswith("\n\n")
+    stale = lessons / "99_removed"
+    stale.mkdir()
+    (stale / "99_removed.ipynb").write_text("{}", encoding="utf-8")
     changed = course.build(course_copy)
-    assert changed == []
+    assert changed == [stale]  # the fixture lesson was regenerated identically
     assert tree_digest(lessons) == before
     # cell ids are the source's ids, not random ones
     source, lesson = (read(p) for p in fixture_paths(course_copy))
@@ -206,15 +213,6 @@ def test_build_removes_solutions_and_hidden_tests(fixture_course):
     assert cell_source(lesson["cells"][cell_index(lesson, "test_rf")]) == (
         "assert receptive_field(1) == 3"
     )
-
-
-def test_build_replaces_stale_lessons(course_copy):
-    stale = course_copy / "lessons" / "99_removed"
-    stale.mkdir()
-    (stale / "99_removed.ipynb").write_text("{}", encoding="utf-8")
-    changed = course.build(course_copy)
-    assert changed == [stale]
-    assert not stale.exists()
 
 
 def test_build_without_solutions_says_what_to_do(tmp_path):
@@ -244,12 +242,12 @@ def test_check_finds_a_leaked_solution_line(course_copy):
         f"lessons/{FIXTURE}/{FIXTURE}.ipynb: contains solution or hidden-test text: line "
         f"'q1 = \"b\"' from solutions/{FIXTURE}/{FIXTURE}.ipynb (answer_q1). Expected no "
         "solution, hidden test or marker anywhere under lessons/. Fix: remove the file if it "
-        "is not generated, then Run `python -m fcnkit course build` (make lessons).",
+        "is not generated, then run `python -m fcnkit course build` (make lessons).",
         f"lessons/{FIXTURE}/notes.txt: contains solution or hidden-test text: line 'hint: "
         "assert count_positive(SAMPLE_VALUES) == 3' contains 'assert "
         "count_positive(SAMPLE_VALUES) == 3' from solutions/"
         f"{FIXTURE}/{FIXTURE}.ipynb (test_count). Expected no solution, hidden test or marker "
-        "anywhere under lessons/. Fix: remove the file if it is not generated, then Run "
+        "anywhere under lessons/. Fix: remove the file if it is not generated, then run "
         "`python -m fcnkit course build` (make lessons).",
     ]
 
@@ -368,11 +366,11 @@ def test_check_finds_out_of_sync_lessons(course_copy):
     problems = course.check(course_copy)
     assert problems == [
         "lessons/42_orphan/: no solutions/42_orphan/ to generate it from. Expected each lesson "
-        "folder to come from a solutions folder. Fix: Run `python -m fcnkit course build` "
+        "folder to come from a solutions folder. Fix: run `python -m fcnkit course build` "
         "(make lessons); it removes stale lesson folders.",
         f"lessons/{FIXTURE}/{FIXTURE}.ipynb: out of sync with solutions/{FIXTURE}/ (a fresh "
         "build differs byte for byte). Expected lessons/ to be regenerated after every change "
-        "to solutions/. Fix: Run `python -m fcnkit course build` (make lessons) and commit "
+        "to solutions/. Fix: run `python -m fcnkit course build` (make lessons) and commit "
         "lessons/.",
     ]
 
@@ -544,11 +542,8 @@ def test_feedback_hides_hidden_tests(graded, student):
     source = read(fixture_paths(Path(report.workdir))[0])
     (page,) = report.result(student).feedback
     assert page == report.feedback_dir / student / FIXTURE / f"{FIXTURE}.html"
-    raw = page.read_text(encoding="utf-8")
-    assert "HIDDEN TESTS" not in raw
-    # the page highlights code with <span>s: compare the text that a browser shows
-    text = re.sub(r"<(style|script)\b.*?</\1>", "", raw, flags=re.S)
-    text = html.unescape(re.sub(r"<[^>]*>", "", text))
+    assert "HIDDEN TESTS" not in page.read_text(encoding="utf-8")
+    text = page_text(page)
     assert "Grade cell: test_rf" in text
     assert "HIDDEN TESTS" not in text
     for line in hidden_lines(source):
@@ -597,6 +592,28 @@ def test_grade_cli_reports_a_missing_folder(fixture_course, tmp_path, capsys):
     )
 
 
+def test_grade_refuses_a_workdir_it_did_not_make(fixture_course, tmp_path):
+    (tmp_path / "alice").mkdir()
+    write(read(fixture_paths(fixture_course)[1]), tmp_path / "alice" / f"{FIXTURE}.ipynb")
+    with pytest.raises(CourseError, match=r"--workdir .* is not empty and was not made by a "
+                       r"previous grade run \(no grading\.log\)"):
+        course.grade(tmp_path, fixture_course, workdir=fixture_course, echo=None)
+    assert (fixture_course / "lessons" / FIXTURE).is_dir()
+
+
+def test_nbgrader_and_kernels_get_the_grading_environment(monkeypatch):
+    from fcnkit.course._nbgrader import nbgrader_env
+
+    monkeypatch.setenv("NBGRADER_EXECUTION", "validate")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    env = nbgrader_env()
+    assert {k: env[k] for k in course.KERNEL_ENV} == {
+        "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0", "KERAS_BACKEND": "tensorflow"
+    }
+    assert "NBGRADER_EXECUTION" not in env  # nbgrader sets it to "autograde" itself
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # alembic
+
+
 # ----------------------------------------------------------------------------- the real course
 
 REAL_ASSIGNMENTS = course.find_assignments(REPO)
@@ -615,14 +632,19 @@ def test_check_passes_on_the_repository():
 @needs_real_course
 @pytest.mark.slow
 def test_real_course_solution_copy_full_marks_blank_zero(tmp_path):
-    """Grade every real lesson twice in one run: answers copied from solutions/, and blank."""
+    """Grade every real lesson twice in one run: answers copied from solutions/, and blank.
+
+    The blank submission is the committed lesson (what students get); if a lesson has
+    not been built yet, a freshly generated one.
+    """
     root = make_course(tmp_path, {a: REPO / "solutions" / a for a in REAL_ASSIGNMENTS})
-    course.build(root)
+    missing = [a for a in REAL_ASSIGNMENTS if not (REPO / "lessons" / a).is_dir()]
+    generated = course.generate_lessons(root, tmp_path / "generated") if missing else {}
     incoming = tmp_path / "incoming"
     for assignment, notebooks in REAL_ASSIGNMENTS.items():
+        lessons = generated.get(assignment, REPO / "lessons" / assignment)
         for source_path in notebooks:
-            lesson_path = root / "lessons" / assignment / source_path.name
-            lesson = read(lesson_path)
+            lesson = read(lessons / source_path.name)
             write(fill_from_source(lesson, read(source_path)),
                   incoming / "solution_copy" / source_path.name)
             write(lesson, incoming / "blank" / source_path.name)
@@ -633,3 +655,9 @@ def test_real_course_solution_copy_full_marks_blank_zero(tmp_path):
         assert full.max_score > 0
         assert (full.score, full.status) == (full.max_score, "ok"), full
         assert (blank.score, blank.status) == (0.0, "ok"), blank
+        sources = [read(path) for path in REAL_ASSIGNMENTS[assignment]]
+        hidden = [line for source in sources for line in hidden_lines(source)]
+        for page in full.feedback + blank.feedback:
+            text = page_text(page)
+            assert "HIDDEN TESTS" not in text
+            assert [line for line in hidden if line in text] == []

@@ -19,8 +19,9 @@ Rules (each problem is one line of the returned list):
   secret line is a stripped line of a solution region (or of a whole answer cell
   without markers), a hidden-test region or a mark-scheme region, that has at
   least 6 characters, is not only punctuation, and does not also appear outside
-  those regions in any source notebook (a line the students see anyway is not a
-  leak; this removes `pass`, `)`, `return model` and the like). A lesson line leaks
+  those regions in any source notebook, as a line or inside one (what students see
+  anyway is not a leak: this removes `pass`, `)`, `return model`, code quoted as a
+  hint in the text, and the like). A lesson line leaks
   if, stripped, it equals a secret line, or if it contains a secret line of 20
   characters or more. Files and folders that nbgrader ignores
   (`.ipynb_checkpoints`, `__pycache__`, `*.pyc`, `feedback`) are skipped.
@@ -62,7 +63,7 @@ STUB_LINES = {"# YOUR CODE HERE", "raise NotImplementedError()", "YOUR ANSWER HE
 _ASSERT = re.compile(r"\bassert")
 _PUNCTUATION_ONLY = re.compile(r"^[\W_]*$")
 
-_REBUILD = "Run `python -m fcnkit course build` (make lessons)"
+_REBUILD = "run `python -m fcnkit course build` (make lessons)"
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -380,8 +381,11 @@ def check(root: Path | str = ".", *, sync: bool = True) -> list[str]:
             problems += _lint_source(nb, name)
             _collect_lines(nb, name, secret, visible)
         problems += _check_source_files(source / assignment, notebooks, root)
-    secret = {text: where for text, where in secret.items() if text not in visible}
-    secret = {text: where for text, where in secret.items() if _is_distinctive(text)}
+    # A line that the students see anyway (alone or quoted in a visible line) is no secret.
+    secret = {text: where for text, where in secret.items()
+              if _is_distinctive(text) and text not in visible}
+    secret = {text: where for text, where in secret.items()
+              if not any(text in line for line in visible)}
 
     lessons = root / RELEASE_DIR
     if lessons.is_dir():

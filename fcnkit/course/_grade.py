@@ -415,6 +415,12 @@ def grade(
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fcnkit-grade-")))
         else:
             work = Path(workdir).resolve()
+            if work.exists() and any(work.iterdir()) and not (work / "grading.log").is_file():
+                raise CourseError(
+                    f"--workdir {work} is not empty and was not made by a previous grade run "
+                    "(no grading.log). Expected a new or empty folder, since grading removes "
+                    "its submitted/, autograded/, feedback/ and lessons/. Choose another folder."
+                )
             for name in (SUBMITTED, AUTOGRADED, FEEDBACK, "lessons"):
                 if (work / name).exists():
                     shutil.rmtree(work / name)
@@ -443,9 +449,14 @@ def grade(
             args.append(f"--ExecutePreprocessor.timeout={timeout}")
 
         graded_root = work / AUTOGRADED
+        attempted = set()
 
         def progress(line: str) -> None:
-            if "Autograding " in line:
+            if "Sanitizing " in line:
+                path = Path(line.split("Sanitizing ", 1)[1].strip())
+                with contextlib.suppress(ValueError):
+                    attempted.add(path.relative_to(work / SUBMITTED).parts[0])
+            elif "Autograding " in line:
                 path = Path(line.split("Autograding ", 1)[1].strip())
                 with contextlib.suppress(ValueError):
                     say(f"  grading {path.relative_to(graded_root).as_posix()}")
@@ -456,10 +467,10 @@ def grade(
         if code != 0:
             # nbgrader skips a submission it cannot grade, but a few errors (an old
             # metadata format, say) stop the whole run: grade the rest one by one.
-            missing = sorted({s.student for s in submissions
-                              if not (graded_root / s.student / s.assignment).is_dir()})
-            say(f"nbgrader autograde reported errors (exit {code}); retrying "
-                f"{len(missing)} student(s) one at a time.")
+            missing = [student for student in students if student not in attempted]
+            say(f"nbgrader autograde reported errors (exit {code}).")
+            if missing:
+                say(f"Grading the {len(missing)} student(s) it did not reach one at a time.")
             for student in missing:
                 run_nbgrader([*args, f"--student={json.dumps(student)}"], work, log_file=log,
                              on_line=progress)

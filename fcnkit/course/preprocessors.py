@@ -129,6 +129,8 @@ class RestoreMissingCells(OverwriteCells):
             else:
                 continue  # a deleted answer cell: the student's loss, as upstream
             self.log.warning("Cell %s was missing from the submission; restored it.", name)
+            if (nb.nbformat, nb.nbformat_minor) >= (4, 5):
+                new_cell["id"] = re.sub(r"[^A-Za-z0-9_-]", "-", f"restored-{name}")[:64]
             index = 0
             for earlier in reversed(source_cells[:position]):
                 if earlier.name in present:

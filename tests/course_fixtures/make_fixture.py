@@ -80,8 +80,8 @@ def fixture_notebook() -> dict:
         _cell(
             "test-q1",
             "code",
-            'assert isinstance(q1, str) and q1.strip().lower() in {"a", "b", "c"}, '
-            "'q1 must be one of \"a\", \"b\", \"c\"'\n"
+            'assert isinstance(q1, str), "q1 must be a string"\n'
+            'assert q1.strip().lower() in {"a", "b", "c"}, "q1 must be a, b or c"\n'
             "### BEGIN HIDDEN TESTS\n"
             'assert q1.strip().lower() == "b", "quiz 1 answer is wrong"\n'
             "### END HIDDEN TESTS",
@@ -154,8 +154,8 @@ def fixture_notebook() -> dict:
         _cell(
             "test-q2",
             "code",
-            'assert isinstance(q2, set) and q2 <= {"a", "b", "c"}, '
-            "'q2 must be a set of letters among \"a\", \"b\", \"c\"'\n"
+            'assert isinstance(q2, set), "q2 must be a set of letters"\n'
+            'assert q2 <= {"a", "b", "c"}, "q2 may only hold the letters a, b and c"\n'
             "### BEGIN HIDDEN TESTS\n"
             'assert q2 == {"a", "c"}, "quiz 2 answer is wrong"\n'
             "### END HIDDEN TESTS",

@@ -1,0 +1,183 @@
+"""Sliding-window patch classifier vs one fully convolutional pass (lesson 01).
+
+Cireşan et al. (2012) segment an image by classifying the patch around every
+pixel with a CNN. That is correct but recomputes the same convolutions for
+overlapping patches again and again. Turning the classifier's Dense layers into
+convolutions (the first one with a kernel as large as the feature map it reads,
+the others 1x1), with the same weights, gives a fully convolutional network
+that produces all the per-pixel outputs in one pass over the padded image.
+
+This script builds a small patch classifier (valid 3x3 convolutions, Flatten,
+Dense, Dense), converts it, runs both on the same reflect-padded image, checks
+that the outputs agree (max abs diff <= 1e-5, else exit code 1), and prints the
+median time of each over `--repeats` runs after one warm-up run, and the ratio.
+The times include padding and (for the patch classifier) cutting the patches.
+
+Usage:
+    .venv/bin/python benchmarks/sliding_window.py [--size 64] [--patch 15] [--repeats 5]
+
+Reference:
+    Cireşan, Giusti, Gambardella, Schmidhuber, Deep Neural Networks Segment
+    Neuronal Membranes in Electron Microscopy Images, NIPS 2012.
+    Long, Shelhamer, Darrell, Fully Convolutional Networks for Semantic
+    Segmentation, CVPR 2015 (Sec. 3.1, "convolutionalization").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+TOLERANCE = 1e-5
+CONV_FILTERS = (16, 16)
+DENSE_UNITS = 32
+NUM_CLASSES = 2
+
+
+def patch_classifier(patch: int) -> keras.Model:
+    """Classifies one `patch`x`patch` grey patch: valid convs, Flatten, Dense."""
+    inputs = keras.Input((patch, patch, 1), name="patch")
+    x = inputs
+    for index, filters in enumerate(CONV_FILTERS, start=1):
+        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{index}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(DENSE_UNITS, activation="relu", name="dense1")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="dense2")(x)
+    return keras.Model(inputs, outputs, name="patch_classifier")
+
+
+def convolutionalize(classifier: keras.Model) -> keras.Model:
+    """The same network, fully convolutional, with the same weights.
+
+    `dense1` reads the flattened (h, w, c) feature map, so its kernel of shape
+    (h*w*c, units) reshapes (row-major, as Flatten orders it) into a convolution
+    kernel (h, w, c, units); `dense2` becomes a 1x1 convolution.
+    """
+    feature_height, feature_width, channels = classifier.get_layer("flatten").input.shape[1:]
+    inputs = keras.Input((None, None, 1), name="image")
+    x = inputs
+    for index, filters in enumerate(CONV_FILTERS, start=1):
+        x = keras.layers.Conv2D(filters, 3, activation="relu", name=f"conv{index}")(x)
+    x = keras.layers.Conv2D(
+        DENSE_UNITS, (feature_height, feature_width), activation="relu", name="dense1"
+    )(x)
+    outputs = keras.layers.Conv2D(NUM_CLASSES, 1, activation="softmax", name="dense2")(x)
+    model = keras.Model(inputs, outputs, name="fully_convolutional")
+    for index in range(1, len(CONV_FILTERS) + 1):
+        name = f"conv{index}"
+        model.get_layer(name).set_weights(classifier.get_layer(name).get_weights())
+    kernel, bias = classifier.get_layer("dense1").get_weights()
+    model.get_layer("dense1").set_weights(
+        [kernel.reshape(feature_height, feature_width, channels, DENSE_UNITS), bias]
+    )
+    kernel, bias = classifier.get_layer("dense2").get_weights()
+    model.get_layer("dense2").set_weights([kernel.reshape(1, 1, DENSE_UNITS, NUM_CLASSES), bias])
+    return model
+
+
+def pad(image: np.ndarray, patch: int) -> np.ndarray:
+    """Reflect-pads so that every pixel has a full patch centred on it."""
+    half = patch // 2
+    return np.pad(image, ((half, patch - 1 - half), (half, patch - 1 - half)), mode="reflect")
+
+
+def predict_patch_by_patch(classifier, image, patch, batch_size):
+    """Classifies the patch around every pixel, `batch_size` patches at a time."""
+    padded = pad(image, patch)
+    patches = np.lib.stride_tricks.sliding_window_view(padded, (patch, patch))
+    height, width = image.shape
+    patches = patches.reshape(height * width, patch, patch, 1)
+    scores = [
+        keras.ops.convert_to_numpy(classifier(patches[start : start + batch_size]))
+        for start in range(0, len(patches), batch_size)
+    ]
+    return np.concatenate(scores).reshape(height, width, NUM_CLASSES)
+
+
+def predict_fully_convolutional(model, image, patch):
+    """One pass of the fully convolutional network over the padded image."""
+    padded = pad(image, patch)[None, :, :, None]
+    return keras.ops.convert_to_numpy(model(padded))[0]
+
+
+def median_time(function, repeats):
+    function()  # warm-up: tracing, memory allocation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=64, help="image height and width (64)")
+    parser.add_argument("--patch", type=int, default=15, help="patch size, odd, >= 7 (15)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each (5)")
+    parser.add_argument("--batch-size", type=int, default=1024,
+                        help="patches per batch for the patch classifier (1024)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.patch < 2 * len(CONV_FILTERS) + 1 + 2 or args.patch % 2 == 0:
+        parser.error(f"--patch must be odd and at least {2 * len(CONV_FILTERS) + 3}. "
+                     f"Received: --patch {args.patch}")
+    if args.size < args.patch // 2 + 1:
+        parser.error(f"--size must be larger than half the patch (reflect padding). "
+                     f"Received: --size {args.size} --patch {args.patch}")
+    if args.repeats < 1 or args.batch_size < 1:
+        parser.error("--repeats and --batch-size must be positive")
+
+    keras.utils.set_random_seed(args.seed)
+    image = np.random.default_rng(args.seed).random((args.size, args.size)).astype("float32")
+    classifier = patch_classifier(args.patch)
+    fully_convolutional = convolutionalize(classifier)
+
+    def by_patch():
+        return predict_patch_by_patch(classifier, image, args.patch, args.batch_size)
+
+    def in_one_pass():
+        return predict_fully_convolutional(fully_convolutional, image, args.patch)
+
+    patch_scores, fcn_scores = by_patch(), in_one_pass()
+    if patch_scores.shape != fcn_scores.shape:
+        print(f"FAIL: output shapes differ: {patch_scores.shape} vs {fcn_scores.shape}")
+        return 1
+    difference = float(np.max(np.abs(patch_scores - fcn_scores)))
+
+    patch_time, _ = median_time(by_patch, args.repeats)
+    fcn_time, _ = median_time(in_one_pass, args.repeats)
+
+    pixels = args.size * args.size
+    print(f"backend: {keras.backend.backend()}  image: {args.size}x{args.size} "
+          f"({pixels} pixels)  patch: {args.patch}x{args.patch}  "
+          f"classifier: {classifier.count_params()} parameters")
+    print(f"max |patch-by-patch - fully convolutional| = {difference:.2e} "
+          f"(tolerance {TOLERANCE:.0e})")
+    rows = (
+        (f"patch by patch ({pixels} patches, batches of {args.batch_size})", patch_time),
+        ("fully convolutional (one pass)", fcn_time),
+    )
+    width = max(len(label) for label, _ in rows)
+    print(f"median of {args.repeats} runs after 1 warm-up:")
+    for label, seconds in rows:
+        print(f"  {label:<{width}}  {seconds * 1e3:9.1f} ms")
+    print(f"  ratio patch-by-patch / fully convolutional: {patch_time / fcn_time:.1f}x")
+    if difference > TOLERANCE:
+        print(f"FAIL: the two methods disagree by {difference:.2e} > {TOLERANCE:.0e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The training report figure."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib import image as mpimg  # noqa: E402
+
+from fcnkit import plotting  # noqa: E402
+
+
+def test_training_report_draws_images_and_paired_curves(tmp_path):
+    history = {"epoch": [0, 1, 2], "loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.4]}
+    truth = np.zeros((16, 32, 1)); truth[4:8, 4:8] = 1
+    path = tmp_path / "report.png"
+    figure = plotting.training_report(np.random.rand(16, 32, 3), truth, truth, history,
+                                      path=path, title="demo")
+    curves = figure.axes[3]
+    assert [line.get_label() for line in curves.get_lines()] == ["loss", "val_loss"]
+    np.testing.assert_array_equal(curves.get_lines()[1].get_ydata(), history["val_loss"])
+    # The truth panel shows the mask (grey scale 0..1), not a resampled version.
+    np.testing.assert_array_equal(figure.axes[1].get_images()[0].get_array(), truth[..., 0])
+    written = mpimg.imread(path)
+    assert written.ndim == 3 and written.shape[0] > 100 and written.std() > 0
