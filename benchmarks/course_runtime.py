@@ -93,18 +93,21 @@ def execute(path: Path, cell_timeout: int) -> tuple[float, str]:
             kernel_name="python3",
             resources={"metadata": {"path": str(workdir)}},
         )
+        kernel_log = Path(scratch) / "kernel.log"
         start = time.perf_counter()
         error = ""
-        try:
-            client.execute()
-        except CellTimeoutError:
-            error = f"a cell ran over the {cell_timeout} s cell timeout"
-        except DeadKernelError as exception:
-            error = f"the kernel died: {exception}"[:200]
-        except CellExecutionError as exception:
-            error = first_error(notebook) or str(exception).strip().splitlines()[-1][:200]
-        except Exception as exception:  # noqa: BLE001 (report anything, keep going)
-            error = f"{type(exception).__name__}: {exception}"[:200]
+        # The kernel's own stdout/stderr (TF start-up logs) go to a file, not the table.
+        with kernel_log.open("wb") as log:
+            try:
+                client.execute(stdout=log, stderr=log)
+            except CellTimeoutError:
+                error = f"a cell ran over the {cell_timeout} s cell timeout"
+            except DeadKernelError as exception:
+                error = f"the kernel died ({exception})"[:200]
+            except CellExecutionError as exception:
+                error = first_error(notebook) or str(exception).strip().splitlines()[-1][:200]
+            except Exception as exception:  # noqa: BLE001 (report anything, keep going)
+                error = f"{type(exception).__name__}: {exception}"[:200]
         seconds = time.perf_counter() - start
     return seconds, error
 

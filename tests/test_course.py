@@ -119,11 +119,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
 
 
 def hidden_lines(source_nb: dict) -> list[str]:
-    lines = []
+    """Lines of the hidden tests that appear nowhere else in the notebook (not `)` etc.)."""
+    hidden, elsewhere = [], []
     for cell in source_nb["cells"]:
         regions = split_regions(cell_source(cell), HIDDEN_MARKERS)
-        lines += [line.strip() for _, line in regions.inside if line.strip()]
-    return lines
+        hidden += [line.strip() for _, line in regions.inside if line.strip()]
+        elsewhere += [line for _, line in regions.outside]
+    return [line for line in hidden if not any(line in other for other in elsewhere)]
 
 
 def page_text(page: Path) -> str:

@@ -228,15 +228,17 @@ def _list_notebooks(lab: LabServer, path: str) -> list[str]:
 
 def test_lessons_tree_is_listed(lab):
     root = lab.get_json("/api/contents?content=1")
-    assert {"name": "lessons", "type": "directory"}.items() <= next(
-        (entry for entry in root["content"] if entry["name"] == "lessons"), {}
-    ).items(), "the repository root listing has no lessons/ directory"
+    listed = {entry["name"]: entry["type"] for entry in root["content"]}
+    if not LESSONS.is_dir():
+        assert "lessons" not in listed
+        status, _, _ = lab.request("/api/contents/lessons")
+        assert status == 404, f"lessons/ is not on disk but the server answered HTTP {status}"
+        pytest.skip("lessons/ does not exist yet (generate it from solutions/ with nbgrader)")
+    assert listed.get("lessons") == "directory", "the root listing has no lessons/ directory"
     served = _list_notebooks(lab, "lessons")
     on_disk = [
-        path for path in (
-            str(p.relative_to(REPO).as_posix()) for p in LESSONS.rglob("*.ipynb")
-        )
-        if ".ipynb_checkpoints" not in path
+        path.relative_to(REPO).as_posix() for path in LESSONS.rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in path.parts
     ]
     assert sorted(served) == sorted(on_disk)
 
