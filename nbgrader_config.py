@@ -49,7 +49,7 @@ c.ExecutePreprocessor.timeout = 120
 c.ExecutePreprocessor.kernel_name = "python3"
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = (
-    r"oneDNN custom operations|absl::InitializeLog|cuda drivers|cudart_stub"
+    r"oneDNN custom operations|absl::InitializeLog|cuda drivers|cudart_stub|failed call to cuInit"
     r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|computation_placer"
     r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
 )

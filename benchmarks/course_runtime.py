@@ -4,7 +4,8 @@ Executes each `solutions/<NN_topic>/<NN_topic>.ipynb` top to bottom with
 nbclient (kernel `python3`), as the grader does: in a throw-away copy of its
 folder (the working tree stays clean; nothing is written back), with
 `NBGRADER_EXECUTION=autograde` so that the notebook takes its fast grading path.
-`--full` leaves that variable out and runs the lecture version instead.
+`--full` leaves that variable out and sets `FCNKIT_FULL=1`, so the lecture
+version runs even on a machine without a GPU.
 
 Prints one row per notebook (seconds, budget, status) and the total against the
 course budget. Budgets (design, section 7): 90 s per notebook and 10 minutes for
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("notebooks", nargs="*", metavar="NOTEBOOK_OR_NAME",
                         help="only these notebooks (path, file name or NN_topic); default: all")
     parser.add_argument("--full", action="store_true",
-                        help="run the lecture version (no NBGRADER_EXECUTION)")
+                        help="run the lecture version (no NBGRADER_EXECUTION, FCNKIT_FULL=1)")
     parser.add_argument("--budget", type=float, default=NOTEBOOK_BUDGET_S,
                         help=f"seconds allowed per notebook ({NOTEBOOK_BUDGET_S:.0f})")
     parser.add_argument("--course-budget", type=float, default=COURSE_BUDGET_S,
@@ -134,9 +135,11 @@ def main(argv=None) -> int:
     os.environ.update(KERNEL_ENV)
     if args.full:
         os.environ.pop("NBGRADER_EXECUTION", None)
-        mode = "full lecture version (NBGRADER_EXECUTION unset)"
+        os.environ["FCNKIT_FULL"] = "1"
+        mode = "full lecture version (NBGRADER_EXECUTION unset, FCNKIT_FULL=1)"
     else:
         os.environ["NBGRADER_EXECUTION"] = "autograde"
+        os.environ.pop("FCNKIT_FULL", None)
         mode = "fast grading path (NBGRADER_EXECUTION=autograde)"
 
     notebooks = find_notebooks(args.root.resolve(), args.notebooks)
