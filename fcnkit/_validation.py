@@ -16,7 +16,7 @@ def validate_option(value, name: str, allowed: Sequence[str]) -> str:
     >>> validate_option("vald", "padding", ("valid", "same"))
     Traceback (most recent call last):
     ...
-    ValueError: `padding` must be one of "valid", "same". Received: padding='vald'. Did you mean "valid"?
+    ValueError: `padding` must be one of "valid", "same". ... Did you mean "valid"?
     """
     if isinstance(value, str) and value.lower() in allowed:
         return value.lower()

@@ -274,7 +274,7 @@ def check_unet_input_shape(
     >>> check_unet_input_shape((250, 256, 1), depth=4)
     Traceback (most recent call last):
     ...
-    ValueError: `unet` with depth=4 and padding="same" needs height and width n divisible by 16. Received: input_shape=(250, 256, 1). Pad or crop to (256, 256) (or crop to (240, 256)).
+    ValueError: `unet` with depth=4 ... Pad or crop to (256, 256) (or crop to (240, 256)).
     """
     padding = validate_option(padding, "padding", PADDINGS)
     input_shape = tuple(input_shape)

@@ -12,7 +12,8 @@ from fcnkit import plotting  # noqa: E402
 
 def test_training_report_draws_images_and_paired_curves(tmp_path):
     history = {"epoch": [0, 1, 2], "loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.4]}
-    truth = np.zeros((16, 32, 1)); truth[4:8, 4:8] = 1
+    truth = np.zeros((16, 32, 1))
+    truth[4:8, 4:8] = 1
     path = tmp_path / "report.png"
     figure = plotting.training_report(np.random.rand(16, 32, 3), truth, truth, history,
                                       path=path, title="demo")

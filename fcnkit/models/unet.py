@@ -4,8 +4,7 @@ import keras
 
 from fcnkit._validation import validate_option
 from fcnkit.layers import CropToMatch2D
-from fcnkit.shapes import PADDINGS
-from fcnkit.shapes import check_unet_input_shape
+from fcnkit.shapes import PADDINGS, check_unet_input_shape
 
 UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 
