@@ -17,16 +17,16 @@ def test_train_then_resume(tmp_path):
     common = ["--dataset", "text_deblur", "--model", "plain_cnn", "--crop-size", "32",
               "--batch-size", "2", "--steps-per-epoch", "2", "--depth", "1",
               "--filters", "4", "--out", str(tmp_path), "--verbose", "2"]
-    first = run_cli("train", "--epochs", "1", *common)
+    first = run_cli("train", "--epochs", "2", *common)
     assert first.returncode == 0, first.stderr
-    assert "Epoch 1/1" in first.stdout
+    assert "Epoch 1/2" in first.stdout and "Epoch 2/2" in first.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["dataset"] == "text_deblur" and metrics["epochs"] == 1
+    assert metrics["dataset"] == "text_deblur" and metrics["epochs"] == 2
 
-    second = run_cli("train", "--epochs", "2", "--resume", *common)
+    second = run_cli("train", "--epochs", "3", "--resume", *common)
     assert second.returncode == 0, second.stderr
-    assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
-    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_from_epoch"] == 1
+    assert "Epoch 3/3" in second.stdout and "Epoch 1/3" not in second.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_from_epoch"] == 2
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
