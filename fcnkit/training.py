@@ -80,7 +80,7 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
 
     Each example picks an image, a crop position and (if `flips`) a horizontal
     and a vertical flip, all from a stateless random stream, so the dataset is
-    the same for the same `seed`. Image and target are stacked along the
+    the same for the same `seed` whatever else the program does. Image and target are stacked along the
     channels before cropping and flipping, so they always get exactly the same
     geometric transform; targets keep their values and dtype (a mask stays a
     mask: no interpolation ever happens).
@@ -127,9 +127,11 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
             crop = tf.image.stateless_random_flip_up_down(crop, seeds[4])
         return crop[..., :channels], tf.cast(crop[..., channels:], target_dtype)
 
+    # Example i uses the stateless seed (seed, i): the stream depends on `seed`
+    # only, not on TensorFlow's global seed or on what ran before.
     return (
-        tf.data.Dataset.random(seed=seed)
-        .batch(2)  # one stateless seed (a pair of int64) per example
+        tf.data.Dataset.range(2**62)
+        .map(lambda index: tf.stack([tf.constant(seed, tf.int64), index]))
         .map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
@@ -258,7 +260,7 @@ def psnr(target, prediction, data_range=1.0):
     20.0
     """
     mse = float(np.mean((np.asarray(target, "float64") - np.asarray(prediction)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(data_range**2 / mse)
+    return float("inf") if mse == 0 else float(10.0 * np.log10(data_range**2 / mse))
 
 
 def train(
