@@ -82,8 +82,8 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
     and a vertical flip, all from a stateless random stream, so the dataset is
     the same for the same `seed`, whatever else the program does. Image and
     target are stacked along the channels before cropping and flipping, so they
-    always get exactly the same geometric transform; targets keep their values and dtype (a mask stays a
-    mask: no interpolation ever happens).
+    always get exactly the same geometric transform; targets keep their values
+    and dtype (a mask stays a mask: no interpolation ever happens).
 
     Args:
         images: array `(count, height, width, channels)`.
