@@ -319,38 +319,43 @@ def train(
     dataset = validate_option(dataset, "dataset", tuple(datasets.DATASETS))
     model_name = validate_option(model, "model", MODELS)
     out = Path(out)
+    state_path = out / CHECKPOINT_STATE
+    if resume and not state_path.exists():
+        raise ValueError(
+            f"`resume=True` needs a checkpoint in {out}, but there is no "
+            f"{CHECKPOINT_STATE} there. Run once without --resume first."
+        )
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     on_gpu = gpu_available()
-    if on_gpu:
-        keras.mixed_precision.set_global_policy("mixed_float16")
 
     (x_train, y_train), (x_test, y_test) = datasets.load(dataset)
     segmentation = dataset == "nuclei"
-    initial_epoch = 0
-    if resume:
-        state_path = out / CHECKPOINT_STATE
-        if not state_path.exists():
-            raise ValueError(
-                f"`resume=True` needs a checkpoint in {out}, but there is no "
-                f"{CHECKPOINT_STATE} there. Run once without --resume first."
+    initial_epoch = json.loads(state_path.read_text())["epochs_done"] if resume else 0
+    # Layers take the global dtype policy when they are created: mixed precision
+    # on a GPU, then the caller's policy again, so later models are unaffected.
+    caller_policy = keras.mixed_precision.global_policy()
+    if on_gpu:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        if resume:
+            network = keras.models.load_model(out / CHECKPOINT)
+        else:
+            network = _build_model(
+                model_name, dataset, x_train.shape[-1], y_train.shape[-1], depth,
+                filters, batch_norm,
             )
-        initial_epoch = json.loads(state_path.read_text())["epochs_done"]
-        network = keras.models.load_model(out / CHECKPOINT)
-    else:
-        network = _build_model(
-            model_name, dataset, x_train.shape[-1], y_train.shape[-1], depth,
-            filters, batch_norm,
-        )
-        # Cosine decay to a tenth of the rate: the last epochs settle instead
-        # of oscillating, so the final model is a good one.
-        schedule = keras.optimizers.schedules.CosineDecay(
-            learning_rate, decay_steps=epochs * steps_per_epoch, alpha=0.1
-        )
-        network.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss="binary_crossentropy" if segmentation else "mean_absolute_error",
-        )
+            # Cosine decay to a tenth of the rate: the last epochs settle
+            # instead of oscillating, so the final model is a good one.
+            schedule = keras.optimizers.schedules.CosineDecay(
+                learning_rate, decay_steps=epochs * steps_per_epoch, alpha=0.1
+            )
+            network.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss="binary_crossentropy" if segmentation else "mean_absolute_error",
+            )
+    finally:
+        keras.mixed_precision.set_global_policy(caller_policy)
     multiple = 2**depth if model_name == "unet" else 1
 
     if keras.backend.backend() == "tensorflow":

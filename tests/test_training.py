@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -158,3 +159,25 @@ def test_resume_without_checkpoint(tmp_path):
         f"`resume=True` needs a checkpoint in {tmp_path}, but there is no "
         "checkpoint.json there. Run once without --resume first."
     )
+
+
+def test_gpu_path_trains_in_mixed_precision_and_restores_the_policy(tmp_path, monkeypatch):
+    # The GPU path runs on the CPU too: pretend a GPU is present.
+    monkeypatch.setattr(training, "gpu_available", lambda: True)
+    result = training.train("nuclei", "unet", epochs=1, out=tmp_path, **TINY)
+    assert result["mixed_precision"] is True and result["device"] == "gpu"
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.get_layer("encoder_block1_conv1").compute_dtype == "float16"
+    assert model.get_layer("output_activation").compute_dtype == "float32"
+    assert 0.0 <= result["test_dice"] <= 1.0
+
+    # Resuming loads the checkpoint under the mixed policy, so its loss-scaling
+    # optimizer and every optimizer variable come back (Keras warns and skips
+    # them otherwise).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = training.train("nuclei", "unet", epochs=2, out=tmp_path, resume=True, **TINY)
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    assert resumed["resumed_from_epoch"] == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
