@@ -119,8 +119,10 @@ def unet_size_trace(
         kernel_size: int, convolution kernel size.
 
     Returns:
-        A list: the input size, then the size after each block, pooling and
-        upsampling, ending with the output size. None if `size` is invalid.
+        A list: the input size; for each encoder level, the size after its
+        convolutions and after its pooling; the size after the bottleneck; the
+        size after each decoder block (upsampling, then convolutions), the last
+        one being the output size. None if `size` is invalid.
 
     Example:
 
