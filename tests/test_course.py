@@ -266,14 +266,22 @@ def test_check_finds_a_leaked_marker(course_copy):
     )
 
 
-def test_check_finds_stored_outputs(course_copy):
+def check_after(course_copy, mutate):
+    """Apply `mutate` to the fixture's source notebook, then run `check` without sync."""
     source_path, _ = fixture_paths(course_copy)
     source = read(source_path)
-    setup = source["cells"][1]
-    setup["execution_count"] = 3
-    setup["outputs"] = [{"name": "stdout", "output_type": "stream", "text": "hello\n"}]
+    mutate(source)
     write(source, source_path)
-    problems = course.check(course_copy, sync=False)
+    return course.check(course_copy, sync=False)
+
+
+def test_check_finds_stored_outputs(course_copy):
+    def mutate(source):
+        setup = source["cells"][1]
+        setup["execution_count"] = 3
+        setup["outputs"] = [{"name": "stdout", "output_type": "stream", "text": "hello\n"}]
+
+    problems = check_after(course_copy, mutate)
     assert problems == [
         f"solutions/{FIXTURE}/{FIXTURE}.ipynb: stored with outputs or execution counts (cells "
         "1). Expected notebooks without outputs. Fix: clear all outputs (JupyterLab: Edit > "
@@ -282,13 +290,12 @@ def test_check_finds_stored_outputs(course_copy):
 
 
 def test_check_finds_a_foreign_kernelspec(course_copy):
-    source_path, _ = fixture_paths(course_copy)
-    source = read(source_path)
-    source["metadata"]["kernelspec"] = {
-        "display_name": "fcn venv", "language": "python", "name": "fcn-venv"
-    }
-    write(source, source_path)
-    problems = course.check(course_copy, sync=False)
+    def mutate(source):
+        source["metadata"]["kernelspec"] = {
+            "display_name": "fcn venv", "language": "python", "name": "fcn-venv"
+        }
+
+    problems = check_after(course_copy, mutate)
     assert problems == [
         f"solutions/{FIXTURE}/{FIXTURE}.ipynb: kernelspec name is 'fcn-venv'. Expected "
         "'python3' (nbgrader runs the kernel named in the source notebook). Fix: set "
@@ -298,11 +305,11 @@ def test_check_finds_a_foreign_kernelspec(course_copy):
 
 
 def test_check_finds_duplicate_grade_ids(course_copy):
-    source_path, _ = fixture_paths(course_copy)
-    source = read(source_path)
-    source["cells"][cell_index(source, "test_q2")]["metadata"]["nbgrader"]["grade_id"] = "test_q1"
-    write(source, source_path)
-    problems = course.check(course_copy, sync=False)
+    def mutate(source):
+        metadata = source["cells"][cell_index(source, "test_q2")]["metadata"]
+        metadata["nbgrader"]["grade_id"] = "test_q1"
+
+    problems = check_after(course_copy, mutate)
     index_q1, index_q2 = 5, 14
     assert problems == [
         f"solutions/{FIXTURE}/{FIXTURE}.ipynb cell {index_q2} (test_q1): duplicate grade_id "
@@ -312,16 +319,15 @@ def test_check_finds_duplicate_grade_ids(course_copy):
 
 
 def test_check_finds_a_hidden_only_test_cell(course_copy):
-    source_path, _ = fixture_paths(course_copy)
-    source = read(source_path)
-    set_source(
-        source,
-        "test_count",
-        "# checks count_positive\n### BEGIN HIDDEN TESTS\n"
-        "assert count_positive(SAMPLE_VALUES) == 3\n### END HIDDEN TESTS",
-    )
-    write(source, source_path)
-    problems = course.check(course_copy, sync=False)
+    def mutate(source):
+        set_source(
+            source,
+            "test_count",
+            "# checks count_positive\n### BEGIN HIDDEN TESTS\n"
+            "assert count_positive(SAMPLE_VALUES) == 3\n### END HIDDEN TESTS",
+        )
+
+    problems = check_after(course_copy, mutate)
     assert problems == [
         f"solutions/{FIXTURE}/{FIXTURE}.ipynb cell 11 (test_count): test cell without a "
         "visible assert outside the hidden tests. Expected at least one visible assertion (a "
@@ -331,11 +337,11 @@ def test_check_finds_a_hidden_only_test_cell(course_copy):
 
 
 def test_check_finds_old_nbgrader_metadata(course_copy):
-    source_path, _ = fixture_paths(course_copy)
-    source = read(source_path)
-    del source["cells"][cell_index(source, "answer_rf")]["metadata"]["nbgrader"]["schema_version"]
-    write(source, source_path)
-    problems = course.check(course_copy, sync=False)
+    def mutate(source):
+        metadata = source["cells"][cell_index(source, "answer_rf")]["metadata"]
+        del metadata["nbgrader"]["schema_version"]
+
+    problems = check_after(course_copy, mutate)
     assert problems == [
         f"solutions/{FIXTURE}/{FIXTURE}.ipynb cell 7 (answer_rf): nbgrader metadata has "
         "schema_version None. Expected 3 (nbgrader 0.9). Fix: `nbgrader update solutions/` or "
