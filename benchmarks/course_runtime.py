@@ -33,14 +33,11 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from fcnkit.course import KERNEL_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_BUDGET_S = 90.0
 COURSE_BUDGET_S = 600.0
-KERNEL_ENV = {
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "TF_ENABLE_ONEDNN_OPTS": "0",
-    "KERAS_BACKEND": "tensorflow",
-}
 
 
 def find_notebooks(root: Path, selection: list[str]) -> list[Path]:

@@ -36,13 +36,14 @@ def training_report(
     >>> len(fig.axes)
     4
     """
-    import matplotlib
+    if path is None:  # shown by the session's backend (inline in a notebook)
+        import matplotlib.pyplot as plt
 
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+        fig = plt.figure(figsize=(14, 7))
+    else:  # drawn off screen, without touching the session's backend
+        from matplotlib.figure import Figure
 
-    fig = plt.figure(figsize=(14, 7))
+        fig = Figure(figsize=(14, 7))
     grid = fig.add_gridspec(3, 2, width_ratios=(1.4, 1))
     image_axes = [fig.add_subplot(grid[row, 0]) for row in range(3)]
     for axis, picture, label in zip(
@@ -69,5 +70,4 @@ def training_report(
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=80)
-        plt.close(fig)
     return fig

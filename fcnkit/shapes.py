@@ -257,8 +257,9 @@ def check_unet_input_shape(
     """Check the spatial size of a U-Net input; return the output height and width.
 
     Args:
-        input_shape: `(height, width, channels)`; height or width may be None
-            (checked when the model is called).
+        input_shape: `(height, width, channels)`; height or width may be None:
+            it is then not checked here, and an invalid size fails inside
+            Keras when the model is called.
         depth: int, number of 2×2 poolings.
         padding: `"same"` or `"valid"`.
 

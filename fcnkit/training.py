@@ -52,6 +52,14 @@ def gpu_available() -> bool:
     return False
 
 
+def _check_positive_ints(**values):
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(
+                f"`{name}` must be a positive integer. Received: {name}={value!r}"
+            )
+
+
 def _check_pairs(images, targets, crop_size):
     images, targets = np.asarray(images), np.asarray(targets)
     if images.ndim != 4 or targets.ndim != 4:
@@ -75,7 +83,7 @@ def _check_pairs(images, targets, crop_size):
     return images, targets
 
 
-def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
+def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True, start=0):
     """An endless `tf.data.Dataset` of random crops with paired random flips.
 
     Each example picks an image, a crop position and (if `flips`) a horizontal
@@ -92,6 +100,9 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
         batch_size: int, crops per batch.
         seed: int, seed of the random stream.
         flips: bool, apply random horizontal and vertical flips.
+        start: int, index of the first example of the stream. A run resumed
+            after `k` examples passes `start=k` to go on with new crops
+            instead of replaying the first ones.
 
     Returns:
         A `tf.data.Dataset` of `(image_batch, target_batch)`.
@@ -107,10 +118,16 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
     import tensorflow as tf
 
     images, targets = _check_pairs(images, targets, crop_size)
+    _check_positive_ints(batch_size=batch_size)
+    if not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"`start` must be an integer >= 0. Received: start={start!r}")
     channels = images.shape[-1]
-    target_dtype = targets.dtype
-    stacked = np.concatenate([images, targets.astype(images.dtype)], axis=-1)
-    stacked = tf.constant(stacked)
+    # Stack in a type that holds both exactly (uint8 images with float masks
+    # must not round the masks), then give each part its own type back.
+    stack_dtype = np.result_type(images.dtype, targets.dtype, np.float32)
+    stacked = tf.constant(
+        np.concatenate([images.astype(stack_dtype), targets.astype(stack_dtype)], axis=-1)
+    )
     count, height, width = stacked.shape[:3]
 
     def uniform(seed, upper):
@@ -125,12 +142,13 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True):
         if flips:
             crop = tf.image.stateless_random_flip_left_right(crop, seeds[3])
             crop = tf.image.stateless_random_flip_up_down(crop, seeds[4])
-        return crop[..., :channels], tf.cast(crop[..., channels:], target_dtype)
+        return (tf.cast(crop[..., :channels], images.dtype),
+                tf.cast(crop[..., channels:], targets.dtype))
 
     # Example i uses the stateless seed (seed, i): the stream depends on `seed`
     # only, not on TensorFlow's global seed or on what ran before.
     return (
-        tf.data.Dataset.range(2**62)
+        tf.data.Dataset.range(start, 2**62)
         .map(lambda index: tf.stack([tf.constant(seed, tf.int64), index]))
         .map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)
@@ -144,6 +162,8 @@ class CropSequence(keras.utils.PyDataset):
     For backends without TensorFlow (JAX or PyTorch on a GPU machine). Every
     batch index maps to a fixed batch for a given `seed`.
 
+    `first_epoch` is the number of epochs already done by a resumed run.
+
     Example:
 
     >>> images = np.random.rand(1, 20, 20, 1).astype("float32")
@@ -154,7 +174,7 @@ class CropSequence(keras.utils.PyDataset):
     """
 
     def __init__(self, images, targets, crop_size, batch_size, steps_per_epoch,
-                 seed=0, flips=True, **kwargs):
+                 seed=0, flips=True, first_epoch=0, **kwargs):
         super().__init__(**kwargs)
         self.images, self.targets = _check_pairs(images, targets, crop_size)
         self.crop_size = crop_size
@@ -162,7 +182,8 @@ class CropSequence(keras.utils.PyDataset):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.flips = flips
-        self.epoch = 0
+        _check_positive_ints(batch_size=batch_size, steps_per_epoch=steps_per_epoch)
+        self.epoch = first_epoch  # a resumed run goes on with the next epochs' crops
 
     def __len__(self):
         return self.steps_per_epoch
@@ -204,6 +225,7 @@ def predict_image(model, images, multiple=1, batch_size=1):
     >>> predict_image(model, np.ones((1, 5, 7, 1)), multiple=2).shape
     (1, 5, 7, 1)
     """
+    _check_positive_ints(multiple=multiple)
     images = np.asarray(images)
     height, width = images.shape[1:3]
     pad_h = -height % multiple
@@ -214,18 +236,49 @@ def predict_image(model, images, multiple=1, batch_size=1):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the model (with its optimizer) and the epoch after every epoch."""
+    """Saves the model (with its optimizer) and the run's state after every epoch.
 
-    def __init__(self, directory):
+    Both files are written under a temporary name, then renamed, so an
+    interrupted run always leaves a complete pair.
+    """
+
+    def __init__(self, directory, settings):
         super().__init__()
         self.directory = Path(directory)
+        self.settings = settings
 
     def on_epoch_end(self, epoch, logs=None):
         temporary = self.directory / f"tmp-{CHECKPOINT}"
         self.model.save(temporary)
         os.replace(temporary, self.directory / CHECKPOINT)
-        state = {"epochs_done": epoch + 1}
-        (self.directory / CHECKPOINT_STATE).write_text(json.dumps(state))
+        state = {"epochs_done": epoch + 1, "settings": self.settings}
+        temporary = self.directory / f"tmp-{CHECKPOINT_STATE}"
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(temporary, self.directory / CHECKPOINT_STATE)
+
+
+def _resume_state(out, settings):
+    """The epochs done by the run in `out`, after checking it has `settings`."""
+    state = json.loads((out / CHECKPOINT_STATE).read_text())
+    saved = state.get("settings", {})
+    different = [
+        f"{key}={saved.get(key)!r} (this call: {value!r})"
+        for key, value in settings.items() if saved.get(key) != value
+    ]
+    if different:
+        raise ValueError(
+            f"`resume=True` continues the run in {out}, which has other settings: "
+            f"{', '.join(different)}. Resume with the run's settings, or train "
+            "into another folder."
+        )
+    return state["epochs_done"]
+
+
+def _trim_history(path, epochs_done):
+    """Keep the first `epochs_done` rows of history.csv (an interrupted epoch
+    may have logged a row after its checkpoint)."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    path.write_text("".join(lines[: 1 + epochs_done]))
 
 
 def _build_model(model_name, dataset_name, channels, outputs, depth, filters,
@@ -312,12 +365,27 @@ def train(
         The metrics dict written to `metrics.json`.
 
     Raises:
-        ValueError: for unknown names, or `resume=True` without a checkpoint.
+        ValueError: for unknown names or invalid sizes (checked before anything
+            is written), or `resume=True` without a checkpoint, with other
+            settings than the run it continues, or with no epoch left to do.
     """
-    from fcnkit import datasets, metrics, plotting
+    from fcnkit import datasets, metrics, plotting, shapes
 
     dataset = validate_option(dataset, "dataset", tuple(datasets.DATASETS))
     model_name = validate_option(model, "model", MODELS)
+    _check_positive_ints(epochs=epochs, crop_size=crop_size, batch_size=batch_size,
+                         steps_per_epoch=steps_per_epoch, depth=depth, filters=filters)
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"`batch_norm` must be True or False. Received: batch_norm={batch_norm!r}")
+    if model_name == "unet" and crop_size % 2**depth:
+        below, above = shapes.nearest_valid_unet_sizes(crop_size, depth, "same")
+        nearest = f"{below} or {above}" if below else f"{above}"
+        raise ValueError(
+            f"`crop_size` must be divisible by 2**depth={2**depth} for a U-Net of "
+            f"depth {depth}. Received: crop_size={crop_size}. Use {nearest}."
+        )
+    settings = {"dataset": dataset, "model": model_name, "depth": depth,
+                "filters": filters, "batch_norm": batch_norm}
     out = Path(out)
     state_path = out / CHECKPOINT_STATE
     if resume and not state_path.exists():
@@ -325,13 +393,20 @@ def train(
             f"`resume=True` needs a checkpoint in {out}, but there is no "
             f"{CHECKPOINT_STATE} there. Run once without --resume first."
         )
+    initial_epoch = _resume_state(out, settings) if resume else 0
+    if initial_epoch >= epochs:
+        raise ValueError(
+            f"The run in {out} has already done {initial_epoch} epochs. "
+            f"Received: epochs={epochs}. Ask for more epochs to continue it."
+        )
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     on_gpu = gpu_available()
 
     (x_train, y_train), (x_test, y_test) = datasets.load(dataset)
     segmentation = dataset == "nuclei"
-    initial_epoch = json.loads(state_path.read_text())["epochs_done"] if resume else 0
+    if resume:
+        _trim_history(out / "history.csv", initial_epoch)
     # Layers take the global dtype policy when they are created: mixed precision
     # on a GPU, then the caller's policy again, so later models are unaffected.
     caller_policy = keras.mixed_precision.global_policy()
@@ -359,10 +434,13 @@ def train(
     multiple = 2**depth if model_name == "unet" else 1
 
     if keras.backend.backend() == "tensorflow":
-        training_data = crop_dataset(x_train, y_train, crop_size, batch_size, seed)
+        done = initial_epoch * steps_per_epoch * batch_size  # examples already seen
+        training_data = crop_dataset(x_train, y_train, crop_size, batch_size, seed,
+                                     start=done)
     else:
         training_data = CropSequence(
-            x_train, y_train, crop_size, batch_size, steps_per_epoch, seed
+            x_train, y_train, crop_size, batch_size, steps_per_epoch, seed,
+            first_epoch=initial_epoch,
         )
     # The held-out region is cropped to a multiple of the network's total
     # stride so that Keras can evaluate it as it is.
@@ -379,7 +457,7 @@ def train(
         validation_data=validation,
         callbacks=[
             keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-            EpochCheckpoint(out),
+            EpochCheckpoint(out, settings),
         ],
         shuffle=False,  # the crops are already random
         verbose=verbose,

@@ -38,8 +38,8 @@ def test_nuclei_masks_are_the_documented_derivation(nuclei):
     mask = datasets.nuclei_mask(data.immunohistochemistry())
     np.testing.assert_array_equal(np.concatenate([y_train[0, ..., 0], y_test[0, ..., 0]]), mask)
     # The 80th-percentile threshold, then the opening, leave fewer than 20 %
-    # of the pixels as nuclei; both regions hold a fair share of them.
-    assert 0.1 < mask.mean() < 0.2
+    # of the pixels as nuclei (19 %); both regions hold a fair share of them.
+    assert 0.15 < mask.mean() < 0.2
     for part in (y_train, y_test):
         assert 0.05 < part.mean() < 0.3
 

@@ -40,6 +40,8 @@ def test_plain_cnn_is_one_convolution_when_there_is_no_hidden_layer_activation()
         ({"filters": ()}, "`filters` must be a non-empty sequence of positive integers, "
          "one per hidden convolution. Received: filters=()"),
         ({"kernel_size": 0}, "`kernel_size` must be a positive integer. Received: kernel_size=0"),
+        ({"filters": (True, 4)}, "`filters` must be a non-empty sequence of positive integers, "
+         "one per hidden convolution. Received: filters=(True, 4)"),
         ({"padding": "full"}, '`padding` must be one of "valid", "same". '
          "Received: padding='full'."),
     ],
@@ -128,7 +130,9 @@ def test_stable_layer_names():
          "(mod 16) and n ≥ 188. Received: input_shape=(570, 570, 1). Pad or crop "
          "to (572, 572) (or crop to (556, 556))."),
         ({"depth": 0}, "`depth` must be a positive integer. Received: depth=0"),
-        ({"dropout": 1.0}, "`dropout` must be in [0, 1). Received: dropout=1.0"),
+        ({"dropout": 1.0}, "`dropout` must be a number in [0, 1). Received: dropout=1.0"),
+        ({"dropout": "0.5"}, "`dropout` must be a number in [0, 1). Received: dropout='0.5'"),
+        ({"batch_norm": "yes"}, "`batch_norm` must be True or False. Received: batch_norm='yes'"),
         ({"upsampling": "transposed"},
          '`upsampling` must be one of "transpose", "nearest", "bilinear". '
          "Received: upsampling='transposed'. Did you mean \"transpose\"?"),

@@ -24,3 +24,15 @@ def test_training_report_draws_images_and_paired_curves(tmp_path):
     np.testing.assert_array_equal(figure.axes[1].get_images()[0].get_array(), truth[..., 0])
     written = mpimg.imread(path)
     assert written.ndim == 3 and written.shape[0] > 100 and written.std() > 0
+
+
+def test_saving_a_report_leaves_the_session_backend_alone(tmp_path):
+    """A notebook's inline backend must survive `train()` writing its report."""
+    matplotlib.use("svg")
+    try:
+        plotting.training_report(np.zeros((4, 4, 3)), np.zeros((4, 4, 1)), np.zeros((4, 4, 1)),
+                                 {"loss": [1.0]}, path=tmp_path / "report.png")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "report.png").stat().st_size > 0
+    finally:
+        matplotlib.use("Agg")

@@ -74,6 +74,24 @@ def test_same_seed_same_crops_other_seed_other_crops():
     assert not np.array_equal(first_batch(2), reference)
 
 
+def test_start_continues_the_stream():
+    images, masks = coordinate_images()
+    stream = training.crop_dataset(images, masks, 8, 4, seed=5)
+    third_batch = list(stream.take(3))[2][0].numpy()
+    resumed = training.crop_dataset(images, masks, 8, 4, seed=5, start=2 * 4)
+    np.testing.assert_array_equal(next(iter(resumed))[0].numpy(), third_batch)
+
+
+def test_narrow_image_type_keeps_target_values():
+    images, masks = coordinate_images()
+    soft_targets = masks.astype("float32") * 0.25 + 0.5  # values 0.5 and 0.75
+    x_batch, y_batch = next(iter(training.crop_dataset(images.astype("uint8"), soft_targets,
+                                                       8, 16)))
+    assert x_batch.dtype.name == "uint8" and y_batch.dtype.name == "float32"
+    for x, y in zip(x_batch.numpy(), y_batch.numpy()):
+        check_crop_is_paired(x.astype("float32"), y, images, soft_targets)
+
+
 def test_crops_cover_the_whole_image():
     images, masks = coordinate_images(count=1, height=12, width=12)
     seen = np.zeros((12, 12), bool)
@@ -105,11 +123,16 @@ def test_bad_inputs(images, targets, crop, message):
     assert str(error.value) == message
 
 
-def test_predict_image_pads_and_crops_back():
+def test_predict_image_pads_by_reflection_and_crops_back():
     model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.AveragePooling2D(4),
                               keras.layers.UpSampling2D(4)])
     image = np.random.default_rng(0).random((1, 10, 13, 1)).astype("float32")
-    assert training.predict_image(model, image, multiple=4).shape == (1, 10, 13, 1)
+    # NumPy reference: reflect-pad 10×13 to 12×16, average 4×4 blocks, repeat, crop.
+    padded = np.pad(image[0, ..., 0], ((0, 2), (0, 3)), mode="reflect")
+    blocks = padded.reshape(3, 4, 4, 4).mean(axis=(1, 3))
+    expected = np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)[:10, :13]
+    result = training.predict_image(model, image, multiple=4)
+    np.testing.assert_allclose(result[0, ..., 0], expected, rtol=1e-6)
 
 
 def test_psnr_by_hand():
@@ -141,9 +164,58 @@ def test_train_writes_everything_and_resumes(tmp_path):
     assert second["resumed_from_epoch"] == 1
     rows = read_rows(out / "history.csv")
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
-    assert json.loads((out / "checkpoint.json").read_text()) == {"epochs_done": 3}
-    resumed_weights = keras.models.load_model(out / "checkpoint.keras").get_weights()
-    assert any(not np.array_equal(a, b) for a, b in zip(checkpoint_weights, resumed_weights))
+    state = json.loads((out / "checkpoint.json").read_text())
+    assert state == {"epochs_done": 3, "settings": {
+        "dataset": "nuclei", "model": "unet", "depth": 1, "filters": 4, "batch_norm": False}}
+    resumed = keras.models.load_model(out / "checkpoint.keras")
+    # The optimizer went on counting from the checkpoint: 3 epochs of 2 steps.
+    assert int(resumed.optimizer.iterations) == 3 * TINY["steps_per_epoch"]
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(checkpoint_weights, resumed.get_weights()))
+
+
+def test_resume_trims_a_history_row_logged_after_the_checkpoint(tmp_path):
+    training.train("text_deblur", "plain_cnn", epochs=1, out=tmp_path, **TINY)
+    history = tmp_path / "history.csv"
+    history.write_text(history.read_text() + "1,0.5,0.5\n")  # an epoch cut short
+    training.train("text_deblur", "plain_cnn", epochs=2, out=tmp_path, resume=True, **TINY)
+    assert [row["epoch"] for row in read_rows(history)] == ["0", "1"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    training.train("text_deblur", "plain_cnn", epochs=1, out=tmp_path, **TINY)
+    with pytest.raises(ValueError) as error:
+        training.train("text_deblur", "unet", epochs=2, out=tmp_path, resume=True, **TINY)
+    assert str(error.value) == (
+        f"`resume=True` continues the run in {tmp_path}, which has other settings: "
+        "model='plain_cnn' (this call: 'unet'). Resume with the run's settings, or "
+        "train into another folder."
+    )
+    with pytest.raises(ValueError) as error:
+        training.train("text_deblur", "plain_cnn", epochs=1, out=tmp_path, resume=True, **TINY)
+    assert str(error.value) == (
+        f"The run in {tmp_path} has already done 1 epochs. Received: epochs=1. "
+        "Ask for more epochs to continue it."
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"crop_size": 36, "depth": 3},
+         "`crop_size` must be divisible by 2**depth=8 for a U-Net of depth 3. "
+         "Received: crop_size=36. Use 32 or 40."),
+        ({"epochs": 0}, "`epochs` must be a positive integer. Received: epochs=0"),
+        ({"batch_norm": "yes"}, "`batch_norm` must be True or False. Received: batch_norm='yes'"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, kwargs, message):
+    settings = {**TINY, **kwargs}
+    with pytest.raises(ValueError) as error:
+        training.train("nuclei", "unet", out=tmp_path / "run",
+                       epochs=settings.pop("epochs", 1), **settings)
+    assert str(error.value) == message
+    assert not (tmp_path / "run").exists()
 
 
 def test_restoration_run_reports_psnr(tmp_path):

@@ -263,7 +263,8 @@ def _scan_leaks(lessons: Path, root: Path, secret: dict) -> list[str]:
                 leaks.append(f"line {text!r} contains {hit!r} from {secret[hit]}")
         if leaks:
             shown = "; ".join(leaks[:MAX_LEAKS_PER_FILE])
-            more = f" (and {len(leaks) - MAX_LEAKS_PER_FILE} more)" if len(leaks) > 5 else ""
+            hidden = len(leaks) - MAX_LEAKS_PER_FILE
+            more = f" (and {hidden} more)" if hidden > 0 else ""
             problems.append(
                 f"{_rel(path, root)}: contains solution or hidden-test text: {shown}{more}. "
                 "Expected no solution, hidden test or marker anywhere under lessons/. "

@@ -299,7 +299,10 @@ def _read_results(workdir, submissions, order, names) -> list[Result]:
                     cell = gb.find_graded_cell(gid, nb, assignment)
                     max_scores[names[(assignment, nb, gid)]] = float(cell.max_score)
             if submission is None or not graded_dir.is_dir():
-                status = "error: nbgrader could not grade this submission (see the log)"
+                status = (
+                    "error: nbgrader could not grade this submission "
+                    "(rerun with --workdir DIR to keep nbgrader's log)"
+                )
                 scores = dict.fromkeys(scores, 0.0)
             elif needs_manual:
                 status = "needs manual grading"

@@ -59,7 +59,9 @@ def plain_cnn(
     """
     padding = validate_option(padding, "padding", PADDINGS)
     filters = tuple(filters)
-    if not filters or any(not isinstance(f, int) or f < 1 for f in filters):
+    if not filters or any(
+        not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in filters
+    ):
         raise ValueError(
             "`filters` must be a non-empty sequence of positive integers, one "
             f"per hidden convolution. Received: filters={filters}"
@@ -68,7 +70,7 @@ def plain_cnn(
         ("output_channels", output_channels),
         ("kernel_size", kernel_size),
     ):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(
                 f"`{arg_name}` must be a positive integer. "
                 f"Received: {arg_name}={value!r}"

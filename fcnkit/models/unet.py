@@ -64,7 +64,8 @@ def unet(
 
     Args:
         input_shape: tuple `(height, width, channels)`. Height and width may be
-            None (any valid size is accepted at call time). With
+            None: any valid size is then accepted at call time, and an invalid
+            one fails inside Keras. With
             `padding="same"` they must be divisible by `2**depth`; with
             `padding="valid"` and `depth=4` they must be ≡ 12 (mod 16) and at
             least 188. Defaults to `(None, None, 1)`.
@@ -121,9 +122,15 @@ def unet(
                 f"`{arg_name}` must be a positive integer. "
                 f"Received: {arg_name}={value!r}"
             )
-    if not 0.0 <= dropout < 1.0:
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not (
+        0.0 <= dropout < 1.0
+    ):
         raise ValueError(
-            f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
+            f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}"
+        )
+    if not isinstance(batch_norm, bool):
+        raise ValueError(
+            f"`batch_norm` must be True or False. Received: batch_norm={batch_norm!r}"
         )
     check_unet_input_shape(input_shape, depth=depth, padding=padding)
     if output_activation == "auto":
