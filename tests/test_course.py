@@ -496,7 +496,8 @@ def test_grading_report_csv_table_and_skips(graded):
     assert got["solution"]["status"] == "ok"
     assert (got[CORRUPT]["score"], got[CORRUPT]["max_score"]) == ("0", "5")
     assert got[CORRUPT]["status"] == (
-        "error: nbgrader could not grade this submission (see the log); no feedback"
+        "error: nbgrader could not grade this submission (rerun with --workdir DIR to keep "
+        "nbgrader's log); no feedback"
     )
     assert report.skipped == [
         f"{submissions}/submitted/blank/homework.ipynb: no notebook named 'homework' in the "
