@@ -2,7 +2,9 @@
 
 import csv
 import json
+import re
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -256,3 +258,16 @@ def test_gpu_path_trains_in_mixed_precision_and_restores_the_policy(tmp_path, mo
     assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
     assert resumed["resumed_from_epoch"] == 1
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_demo_reaches_the_held_out_dice_goal(tmp_path):
+    """`make demo`'s run (the Makefile's DEMO_EPOCHS, default settings) on the CPU:
+    held-out Dice of at least 0.85, the goal the README states."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    epochs = int(re.search(r"^DEMO_EPOCHS \?= (\d+)$", makefile, re.M).group(1))
+    result = training.train("nuclei", "unet", epochs=epochs, out=tmp_path, verbose=0)
+    assert result["test_dice"] >= 0.85, result
+    # One set per image, so the lecture's J = D / (2 - D) holds (to the rounding).
+    dice = result["test_dice"]
+    assert result["test_jaccard"] == pytest.approx(dice / (2 - dice), abs=1e-4)
