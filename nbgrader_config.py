@@ -14,13 +14,24 @@ the docstrings of `fcnkit.course.preprocessors`.
 import os
 from pathlib import Path
 
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, GetGrades, OverwriteKernelspec
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    ClearOutput,
+    GetGrades,
+    IgnorePattern,
+    LimitOutput,
+    OverwriteKernelspec,
+    SaveAutoGrades,
+)
 
 from fcnkit.course import KERNEL_ENV
 from fcnkit.course.preprocessors import (
     DropDuplicateIds,
-    HideHiddenTestsInFeedback,
+    DropUnknownIds,
+    FeedbackOnly,
+    GradingExecute,
     RepairCellMetadata,
     RestoreMissingCells,
 )
@@ -45,6 +56,9 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Execution while grading. One spelling of the timeout only, so that
 # `--ExecutePreprocessor.timeout=S` on the command line overrides it (seconds per cell).
+# `python -m fcnkit course grade` sets its own limits (calibrated on the solutions),
+# a time budget per notebook, and the sandboxed kernel; plain `nbgrader autograde`
+# runs student code unconfined.
 c.ExecutePreprocessor.timeout = 120
 c.ExecutePreprocessor.kernel_name = "python3"
 c.IgnorePattern.enabled = True
@@ -54,21 +68,35 @@ c.IgnorePattern.pattern = (
     r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
 )
 
-# Sanitising submissions: survive old metadata, duplicated cells, foreign kernels,
-# deleted test cells (put back from the gradebook) and edited test cells (restored).
+# Sanitising submissions: survive old metadata, duplicated cells, cells of another
+# release, foreign kernels, deleted test cells (put back from the gradebook) and
+# edited test cells (restored).
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [
     RepairCellMetadata,
     ClearOutput,
     DropDuplicateIds,
+    DropUnknownIds,
     OverwriteKernelspec,
     RestoreMissingCells,
     CheckCellMetadata,
 ]
+# nbgrader's autograde steps, with GradingExecute for Execute (time budget, capped
+# output, a dead kernel fails its cell only, integrity probe, execution record).
+c.Autograde.autograde_preprocessors = [
+    GradingExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
 
-# Feedback never shows hidden tests, nor tracebacks that quote them.
+# Feedback shows code, scores and the failing checks' messages: no output that
+# student code produced, no hidden test.
 c.GenerateFeedback.preprocessors = [
-    HideHiddenTestsInFeedback,
+    FeedbackOnly,
     GetGrades,
     CSSHTMLHeaderPreprocessor,
 ]

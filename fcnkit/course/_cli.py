@@ -13,8 +13,9 @@ The nbgrader course pipeline of fcnkit (course root = the folder with nbgrader_c
 
   build   regenerate lessons/ from solutions/ (deterministic; commit the result)
   check   fail if lessons/ is stale, leaks a solution or hidden test, or a notebook is malformed
-  grade   autograde DIR/<student>/<notebook>.ipynb (or nbgrader's submitted/ layout),
-          print the scores, write a CSV and feedback HTML without hidden tests
+  grade   autograde DIR/<student>/<notebook>.ipynb (or nbgrader's submitted/ layout) in
+          a sandbox, print the scores, write a CSV, an instructor report of what
+          deserves a look, and feedback HTML (code, scores, failing checks; no output)
 """
 
 
@@ -55,7 +56,28 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout",
         type=int,
         default=None,
-        help="seconds per cell before the kernel is interrupted (default: 120, from the config)",
+        help="seconds per cell before the kernel is interrupted (default: ten times the "
+        "slowest cell of the solutions, at least 30)",
+    )
+    grade.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="seconds for a whole notebook; cells left when it is spent are not run "
+        "(default: ten times the solutions' run time, at least twice the cell timeout)",
+    )
+    grade.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="students graded at once, in separate processes (default: 1)",
+    )
+    grade.add_argument(
+        "--sandbox",
+        default="auto",
+        choices=("auto", "bwrap", "user", "none"),
+        help="where student code runs (default: auto, the best that works here: bubblewrap, "
+        "then an unprivileged user when grading as root, else none)",
     )
     grade.add_argument(
         "--workdir",
@@ -95,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             args.root,
             out_csv=args.out,
             timeout=args.timeout,
+            budget=args.budget,
+            jobs=args.jobs,
+            sandbox=args.sandbox,
             workdir=args.workdir,
         )
         return 1 if any(r.status.startswith("error") for r in report.results) else 0

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,11 +24,23 @@ from fcnkit.course._notebooks import (
     read_notebook,
     require_assignments,
 )
+from fcnkit.course._review import read_events, review
+from fcnkit.course._sandbox import (
+    INSTALL_HINT,
+    RECORDS_DIR,
+    detect,
+    grading_environment,
+    install_kernelspec,
+    nbgrader_arguments,
+    records_folder,
+)
 
 SUBMITTED = "submitted"
 AUTOGRADED = "autograded"
 FEEDBACK = "feedback"
 COURSE_ID = "fcnkit"
+REFERENCE = "fcnkit-reference"  # the solutions, graded first to calibrate the time limits
+REPORT = "grading_report.md"
 # "lesson (1).ipynb", "lesson-Copy1.ipynb": names that browsers and Jupyter give to copies.
 _COPY_SUFFIX = re.compile(r"(?:\s*\(\d+\)|-Copy\d+)+$")
 _BAD_STUDENT = re.compile(r"[*?\[\]/\\]")
@@ -40,6 +55,7 @@ class Submission:
     notebook: str
     path: Path
     timestamp: Path | None = None
+    note: str = ""
 
 
 @dataclass
@@ -53,10 +69,14 @@ class Result:
         max_scores: the maximum of each graded cell (same keys).
         score: total score.
         max_score: total maximum.
-        status: "ok", "needs manual grading", or "error: ..." when nbgrader could not
+        status: "ok"; "flagged: ..." with what deserves the instructor's look (see
+            `flags`); "needs manual grading"; or "error: ..." when nbgrader could not
             grade the notebook (then every score is 0).
-        notes: remarks such as cells that timed out.
+        notes: remarks, e.g. which of several copies was graded.
         feedback: the feedback HTML files of this submission (after `grade` copied them).
+        flags: what deserves a look, each naming the cell by its grade_id: edited or
+            deleted test cells (restored), extra cells, file access outside the
+            student's folder, replaced module functions, IPython hooks, timeouts...
     """
 
     student: str
@@ -68,11 +88,32 @@ class Result:
     status: str = "ok"
     notes: list[str] = field(default_factory=list)
     feedback: list[Path] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Limits:
+    """The time limits of one assignment while grading (seconds)."""
+
+    cell: int
+    notebook: int
+    calibrated: bool
+
+    def describe(self) -> str:
+        return f"{self.cell} s per cell, {self.notebook} s for the whole notebook"
 
 
 @dataclass
 class GradeReport:
-    """What `grade` did: results, where it wrote them, what it skipped."""
+    """What `grade` did: results, where it wrote them, what it skipped, how it ran.
+
+    Attributes:
+        sandbox: the sandbox student code ran in (`"bwrap"`, `"user"` or `"none"`).
+        sandbox_notes: why a better sandbox was not used.
+        limits: the time limits of each assignment.
+        reference: the score of the solutions themselves under grading, per assignment.
+        report_path: the instructor report (Markdown).
+    """
 
     results: list[Result]
     csv_path: Path
@@ -80,6 +121,11 @@ class GradeReport:
     skipped: list[str]
     workdir: Path | None
     columns: list[str]
+    sandbox: str = "none"
+    sandbox_notes: list[str] = field(default_factory=list)
+    limits: dict[str, Limits] = field(default_factory=dict)
+    reference: dict[str, tuple[float, float]] = field(default_factory=dict)
+    report_path: Path | None = None
 
     def result(self, student: str, assignment: str | None = None) -> Result:
         """The result of one student (on `assignment` if they have several)."""
@@ -103,6 +149,11 @@ def _notebook_index(assignments: dict[str, list[Path]]) -> dict[str, tuple[str, 
 
 
 def _check_student(name: str, where: Path) -> str | None:
+    if name == REFERENCE:
+        return (
+            f"{where}: the student id {name!r} is reserved for the grader's run of the "
+            "solutions. Rename the folder."
+        )
     if _BAD_STUDENT.search(name) or name.startswith("."):
         return (
             f"{where}: student folder name {name!r} contains characters nbgrader cannot use "
@@ -119,7 +170,8 @@ def collect_submissions(
     Layouts (both may be mixed; a folder holding `submitted/` means that one):
 
     - `<student>/<notebook>.ipynb` (e.g. downloads from a learning platform;
-      copies named `<notebook> (1).ipynb` or `<notebook>-Copy1.ipynb` are accepted);
+      copies named `<notebook> (1).ipynb` or `<notebook>-Copy1.ipynb` are accepted:
+      of several copies, the most recently modified is graded, with a note);
     - nbgrader's `<student>/<assignment>/<notebook>.ipynb`, with an optional
       `timestamp.txt` beside it.
 
@@ -186,18 +238,14 @@ def collect_submissions(
                     (stem == path.stem, path, timestamp if timestamp.is_file() else None)
                 )
         for (assignment, notebook), options in candidates.items():
-            exact = [option for option in options if option[0]]
-            chosen = exact if exact else options
-            if len(chosen) > 1:
-                skipped.append(
-                    f"{student_dir}: {len(chosen)} files for notebook {notebook!r} "
-                    f"({', '.join(str(o[1]) for o in chosen)}). Expected one. Keep only the "
-                    "one to grade."
-                )
-                continue
-            _, path, timestamp = chosen[0]
+            _, path, timestamp = max(options, key=lambda o: (o[1].stat().st_mtime, o[0]))
+            note = ""
+            if len(options) > 1:
+                others = ", ".join(repr(o[1].name) for o in options if o[1] != path)
+                note = (f"graded {path.name!r}, the most recently modified of {len(options)} "
+                        f"copies (not {others})")
             found[(student, assignment, notebook)] = Submission(
-                student, assignment, notebook, path, timestamp
+                student, assignment, notebook, path, timestamp, note
             )
     if not found:
         raise CourseError(
@@ -253,34 +301,19 @@ def _columns(order: dict[str, list[tuple[str, str]]]) -> dict[tuple[str, str, st
     return names
 
 
-def _timeouts(notebook_path: Path) -> list[str]:
-    """Cells of an autograded notebook that hit the execution timeout."""
-    try:
-        nb = read_notebook(notebook_path)
-    except CourseError:
-        return []
-    found = []
-    for index, cell in enumerate(nb["cells"]):
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and output.get("ename") == "CellTimeoutError":
-                found.append(nbgrader_meta(cell).get("grade_id") or f"cell {index}")
-    return found
-
-
-def _read_results(workdir, submissions, order, names) -> list[Result]:
+def _read_results(work: Path, students, wanted, order, names) -> list[Result]:
+    """Results of `wanted` (student, assignment) pairs from the gradebook of `work`."""
     from nbgrader.api import Gradebook, MissingEntry
 
     results = []
-    wanted = sorted({(s.student, s.assignment) for s in submissions})
-    with _alembic_on_path(), Gradebook(f"sqlite:///{workdir / 'gradebook.db'}", COURSE_ID) as gb:
+    with _alembic_on_path(), Gradebook(f"sqlite:///{work / 'gradebook.db'}", COURSE_ID) as gb:
         for student, assignment in wanted:
-            keys = [(nb, gid) for nb, gid in order[assignment]]
+            if student not in students:
+                continue
+            keys = list(order[assignment])
             scores = {names[(assignment, nb, gid)]: 0.0 for nb, gid in keys}
             max_scores = dict.fromkeys(scores, 0.0)
             needs_manual = False
-            graded_dir = workdir / AUTOGRADED / student / assignment
-            status = "ok"
-            notes = []
             try:
                 submission = gb.find_submission(assignment, student)
             except MissingEntry:
@@ -298,7 +331,8 @@ def _read_results(workdir, submissions, order, names) -> list[Result]:
                 for nb, gid in keys:
                     cell = gb.find_graded_cell(gid, nb, assignment)
                     max_scores[names[(assignment, nb, gid)]] = float(cell.max_score)
-            if submission is None or not graded_dir.is_dir():
+            status = "ok"
+            if submission is None or not (work / AUTOGRADED / student / assignment).is_dir():
                 status = (
                     "error: nbgrader could not grade this submission "
                     "(rerun with --workdir DIR to keep nbgrader's log)"
@@ -306,22 +340,36 @@ def _read_results(workdir, submissions, order, names) -> list[Result]:
                 scores = dict.fromkeys(scores, 0.0)
             elif needs_manual:
                 status = "needs manual grading"
-            for path in sorted(graded_dir.glob("*.ipynb")) if graded_dir.is_dir() else []:
-                for cell in _timeouts(path):
-                    notes.append(f"timeout in {path.stem}:{cell}")
-            results.append(
-                Result(
-                    student,
-                    assignment,
-                    scores,
-                    max_scores,
-                    sum(scores.values()),
-                    sum(max_scores.values()),
-                    status,
-                    notes,
-                )
-            )
+            results.append(Result(student, assignment, scores, max_scores,
+                                  sum(scores.values()), sum(max_scores.values()), status))
     return results
+
+
+def _review_result(result, submissions, work, lessons, notebooks) -> list[str]:
+    """The flags of one result (all its notebooks)."""
+    flags = []
+    for path in notebooks:
+        name = path.stem
+        submission = submissions.get((result.student, result.assignment, name))
+        try:
+            submitted = read_notebook(submission.path) if submission else None
+        except CourseError:
+            submitted = None
+        released = read_notebook(lessons / result.assignment / f"{name}.ipynb")
+        graded_path = work / AUTOGRADED / result.student / result.assignment / f"{name}.ipynb"
+        try:
+            graded = read_notebook(graded_path) if graded_path.is_file() else None
+        except CourseError:
+            graded = None
+        records = records_folder(work, result.student, result.assignment)
+        record_path = records / f"{name}.json"
+        record = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else None
+        events = read_events(records / "events.jsonl") if name == notebooks[0].stem else []
+        known = {nbgrader_meta(c).get("grade_id") for c in read_notebook(path)["cells"]}
+        found = review(submitted, released, graded, record, events, known - {None})
+        prefix = f"{name}: " if len(notebooks) > 1 else ""
+        flags += [prefix + flag for flag in found]
+    return flags
 
 
 def _fmt(value: float) -> str:
@@ -337,9 +385,12 @@ def write_csv(results: list[Result], columns: list[str], path: Path) -> Path:
         for r in results:
             row = [r.student, r.assignment]
             row += [_fmt(r.scores[c]) if c in r.scores else "" for c in columns]
-            status = "; ".join([r.status, *r.notes])
-            writer.writerow([*row, _fmt(r.score), _fmt(r.max_score), status])
+            writer.writerow([*row, _fmt(r.score), _fmt(r.max_score), _status_text(r)])
     return path
+
+
+def _status_text(result: Result) -> str:
+    return "; ".join([result.status, *result.notes])
 
 
 def format_table(results: list[Result], columns: list[str]) -> str:
@@ -354,7 +405,7 @@ def format_table(results: list[Result], columns: list[str]) -> str:
                 for c in columns
             ],
             f"{_fmt(r.score)}/{_fmt(r.max_score)}",
-            "; ".join([r.status, *r.notes]),
+            _status_text(r),
         ]
         for r in results
     ]
@@ -365,22 +416,167 @@ def format_table(results: list[Result], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _positive(value, name: str, flag: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise CourseError(
+            f"{name} must be a positive whole number. Received: {name}={value!r}. "
+            f"Pass e.g. {flag} 2."
+        )
+
+
+class _Progress:
+    """A progress bar over the notebooks being graded, shared by the parallel jobs."""
+
+    def __init__(self, total: int, say: Callable[[str], None]):
+        self.total, self.done, self.say = total, 0, say
+        self.lock = threading.Lock()
+
+    def step(self, what: str) -> None:
+        with self.lock:
+            self.done += 1
+            filled = round(20 * self.done / max(self.total, 1))
+            self.say(f"  [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} {what}")
+
+
+class _Job:
+    """One nbgrader course copy that grades a share of the students."""
+
+    def __init__(self, folder: Path, mode: str, runtime: Path, protected: list[Path]):
+        self.folder, self.mode, self.runtime = folder, mode, runtime
+        install_kernelspec(folder, mode, runtime, protected)
+        self.env = grading_environment(folder, runtime)
+        self.kernel_args = nbgrader_arguments(mode, runtime)
+        self.log = folder / "grading.log"
+
+    def run(self, args, on_line=None):
+        return run_nbgrader(args, self.folder, log_file=self.log, on_line=on_line, env=self.env)
+
+    def autograde(self, assignment, students, limits, progress):
+        args = ["autograde", assignment, "--force", *self.kernel_args,
+                f"--GradingExecute.timeout={limits.cell}",
+                f"--GradingExecute.budget={limits.notebook}",
+                f"--GradingExecute.records_dir={self.folder / RECORDS_DIR}"]
+        attempted = set()
+        graded_root = self.folder / AUTOGRADED
+
+        def follow(line: str) -> None:
+            if "Sanitizing " in line:
+                path = Path(line.split("Sanitizing ", 1)[1].strip())
+                with contextlib.suppress(ValueError):
+                    attempted.add(path.relative_to(self.folder / SUBMITTED).parts[0])
+            elif "Autograding " in line and progress is not None:
+                path = Path(line.split("Autograding ", 1)[1].strip())
+                with contextlib.suppress(ValueError):
+                    progress.step(path.relative_to(graded_root).parent.as_posix())
+
+        code, _ = self.run(args, follow)
+        if code != 0:
+            # nbgrader skips a submission it cannot grade, but a few errors (an old
+            # metadata format, say) stop the whole run: grade the rest one by one.
+            for student in [s for s in students if s not in attempted]:
+                self.run([*args, f"--student={json.dumps(student)}"], follow)
+
+    def feedback(self, assignment, limits):
+        code, output = self.run(["generate_feedback", assignment, "--force",
+                                 f"--FeedbackOnly.limits={limits.describe()}"])
+        return "" if code == 0 else tail(output, 12)
+
+
+def _calibrate(job, assignments, timeout, budget, say) -> tuple[dict, dict]:
+    """Grade the solutions once; derive each assignment's limits from their run times.
+
+    The limit per cell is ten times the slowest cell of the solutions (at least
+    30 s); the budget per notebook is ten times their total run time, and at
+    least two cell limits. `timeout` and `budget` override them.
+    """
+    for assignment, notebooks in assignments.items():
+        for path in notebooks:
+            target = job.folder / SUBMITTED / REFERENCE / assignment / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    limits, reference = {}, {}
+    first = Limits(timeout or 600, 0, False)
+    for assignment in assignments:
+        say(f"Timing the solutions of {assignment} (the reference run)")
+        job.autograde(assignment, [REFERENCE], first, None)
+        slowest, total = 0.0, 0.0
+        for record_path in records_folder(job.folder, REFERENCE, assignment).glob("*.json"):
+            cells = json.loads(record_path.read_text("utf-8")).get("cells", [])
+            slowest = max([slowest, *(c["seconds"] for c in cells)])
+            total = max(total, sum(c["seconds"] for c in cells))
+        cell = timeout or max(30, math.ceil(10 * slowest))
+        notebook = budget or max(2 * cell, math.ceil(10 * total))
+        limits[assignment] = Limits(cell, notebook, timeout is None or budget is None)
+    order = _grade_order(assignments)
+    names = _columns(order)
+    wanted = [(REFERENCE, a) for a in assignments]
+    for result in _read_results(job.folder, {REFERENCE}, wanted, order, names):
+        reference[result.assignment] = (result.score, result.max_score)
+    shutil.rmtree(job.folder / SUBMITTED / REFERENCE)
+    shutil.move(str(job.folder / AUTOGRADED / REFERENCE), str(job.folder.parent / REFERENCE))
+    return limits, reference
+
+
+def _write_report(path: Path, report: GradeReport) -> Path:
+    """The instructor report: how grading ran, and per student what deserves a look."""
+    lines = ["# Grading report", ""]
+    if report.sandbox == "none":
+        lines += [
+            "**Student code ran without a sandbox**: it could read the solutions and the "
+            "gradebook, and write outside its folder. " + " ".join(report.sandbox_notes)
+            + f". {INSTALL_HINT}, then grade again.", ""]
+    else:
+        lines += [f"Student code ran in the `{report.sandbox}` sandbox.", ""]
+    for assignment, limits in report.limits.items():
+        how = "calibrated on the solutions" if limits.calibrated else "as given"
+        score = report.reference.get(assignment)
+        lines.append(f"- {assignment}: time limits {limits.describe()} ({how})"
+                     + (f"; the solutions score {_fmt(score[0])}/{_fmt(score[1])}"
+                        if score else ""))
+        if score and score[0] < score[1]:
+            lines.append(f"  **The solutions of {assignment} do not score full marks under "
+                         "grading**: check the lesson before trusting these grades.")
+    lines += ["", "## Submissions that deserve a look", ""]
+    flagged = [r for r in report.results if r.flags or r.status.startswith("error")]
+    for result in flagged:
+        lines.append(f"### {result.student} ({result.assignment}): "
+                     f"{_fmt(result.score)}/{_fmt(result.max_score)}")
+        lines += [f"- {text}" for text in result.flags]
+        if result.status.startswith("error"):
+            lines.append(f"- {result.status}")
+        lines.append("")
+    if not flagged:
+        lines += ["None.", ""]
+    if report.skipped:
+        lines += ["## Files not graded", "", *[f"- {message}" for message in report.skipped], ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def grade(
     submissions_dir: Path | str,
     root: Path | str = ".",
     *,
     out_csv: Path | str = "grades.csv",
     timeout: int | None = None,
+    budget: int | None = None,
+    jobs: int = 1,
+    sandbox: str = "auto",
     workdir: Path | str | None = None,
     echo: Callable[[str], None] | None = print,
 ) -> GradeReport:
-    """Autograde every submission in a folder with nbgrader, headless.
+    """Autograde every submission in a folder with nbgrader, headless and sandboxed.
 
     nbgrader runs in a temporary copy of the course (or in `workdir`):
     `generate_assignment` (it fills the gradebook from `solutions/`, hidden tests
-    included), `autograde` (sequential; deleted, duplicated and edited test cells are
-    restored, foreign kernels replaced, cells that run past `timeout` interrupted),
-    then `generate_feedback` (hidden tests and their tracebacks removed).
+    included); a reference run of the solutions, which times their cells to set
+    the limits and checks that they score full marks; `autograde` (deleted,
+    duplicated and edited test cells are restored, foreign kernels replaced,
+    student code runs in a sandbox, cells that run past the limits interrupted);
+    then `generate_feedback` (code, scores and the failing checks' messages; no
+    output of student code, no hidden test). Each result is reviewed for what
+    deserves the instructor's look (`Result.flags`), written to the CSV's status
+    column and to `grading_report.md` beside it.
 
     Args:
         submissions_dir: `<student>/<notebook>.ipynb` or nbgrader's
@@ -388,8 +584,14 @@ def grade(
         root: the course root (holds `nbgrader_config.py` and `solutions/`).
         out_csv: where to write the scores; feedback goes to `feedback/` beside it,
             as `feedback/<student>/<assignment>/<notebook>.html`.
-        timeout: seconds per cell (default: `ExecutePreprocessor.timeout` of the config).
-        workdir: keep nbgrader's course folder there (gradebook.db, autograded/, logs)
+        timeout: seconds per cell (default: ten times the slowest cell of the
+            solutions, at least 30).
+        budget: seconds per notebook (default: ten times the solutions' run time,
+            at least twice the cell limit).
+        jobs: how many students are graded at once, each job in a course copy of
+            its own (same scores as one at a time).
+        sandbox: `"auto"` (the best that works here), `"bwrap"`, `"user"` or `"none"`.
+        workdir: keep nbgrader's course folders there (gradebook.db, autograded/, logs)
             instead of a temporary folder; its previous results are removed first.
         echo: where progress and the table go (`None` for silence).
 
@@ -397,19 +599,22 @@ def grade(
         A `GradeReport` with one `Result` per student and assignment.
 
     Raises:
-        CourseError: if the course or the submissions cannot be used, or nbgrader
-            cannot even start grading.
+        CourseError: if the course, the options or the submissions cannot be used,
+            or nbgrader cannot even start grading.
     """
     say = echo or (lambda _line: None)
+    _positive(timeout, "timeout", "--timeout")
+    _positive(budget, "budget", "--budget")
+    _positive(jobs, "jobs", "--jobs")
     root = Path(root).resolve()
     assignments = require_assignments(root)
+    try:
+        mode, sandbox_notes = detect(sandbox)
+    except ValueError as error:
+        raise CourseError(str(error)) from None
     submissions, skipped = collect_submissions(Path(submissions_dir), assignments)
     for message in skipped:
         say(f"skipped: {message}")
-    if timeout is not None and (not isinstance(timeout, int) or timeout <= 0):
-        raise CourseError(
-            f"timeout must be a positive whole number of seconds. Received: timeout={timeout!r}."
-        )
     out_csv = Path(out_csv).resolve()
     feedback_dir = out_csv.parent / FEEDBACK
 
@@ -422,74 +627,98 @@ def grade(
                 raise CourseError(
                     f"--workdir {work} is not empty and was not made by a previous grade run "
                     "(no grading.log). Expected a new or empty folder, since grading removes "
-                    "its submitted/, autograded/, feedback/ and lessons/. Choose another folder."
+                    "its previous results. Choose another folder."
                 )
-            for name in (SUBMITTED, AUTOGRADED, FEEDBACK, "lessons"):
-                if (work / name).exists():
-                    shutil.rmtree(work / name)
-            for name in ("gradebook.db", "grading.log"):
-                (work / name).unlink(missing_ok=True)
-        make_course_copy(root, work)
-        log = work / "grading.log"
-        for s in submissions:
-            target = work / SUBMITTED / s.student / s.assignment / f"{s.notebook}.ipynb"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(s.path, target)
-            if s.timestamp is not None:
-                shutil.copyfile(s.timestamp, target.parent / "timestamp.txt")
-        students = sorted({s.student for s in submissions})
-        say(f"Grading {len(submissions)} notebook(s) of {len(students)} student(s) in {work}")
+            if work.exists():
+                shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "grading.log").write_text("fcnkit course grade: logs are in job-*/\n", "utf-8")
+        runtime_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fcnkit-")))
+        if mode == "none":
+            say("No sandbox: student code can read the solutions and the gradebook. "
+                + " ".join(sandbox_notes) + f". {INSTALL_HINT}.")
+        else:
+            say(f"Student code runs in the {mode!r} sandbox.")
 
-        code, output = run_nbgrader(["generate_assignment", "*", "--force"], work, log_file=log)
+        students = sorted({s.student for s in submissions})
+        groups = [students[k::jobs] for k in range(min(jobs, len(students)))]
+        first = work / "job-1"
+        make_course_copy(root, first)
+        protected = [root / "solutions"]
+        job = _Job(first, mode, runtime_root / "1", protected)
+        code, output = job.run(["generate_assignment", "*", "--force"])
         if code != 0:
             raise CourseError(
                 f"nbgrader generate_assignment failed (exit {code}), so nothing was graded. "
                 f"Expected valid source notebooks. Run `python -m fcnkit course check`. "
                 f"nbgrader said:\n{tail(output)}"
             )
-        args = ["autograde", "*", "--force"]
-        if timeout is not None:
-            args.append(f"--ExecutePreprocessor.timeout={timeout}")
+        job_list = [job]
+        for number in range(2, len(groups) + 1):
+            folder = work / f"job-{number}"
+            shutil.copytree(first, folder, ignore=shutil.ignore_patterns(
+                "grading.log", AUTOGRADED, SUBMITTED, FEEDBACK, RECORDS_DIR))
+            job_list.append(_Job(folder, mode, runtime_root / str(number), protected))
 
-        graded_root = work / AUTOGRADED
-        attempted = set()
+        limits, reference = _calibrate(job, assignments, timeout, budget, say)
+        for assignment, limit in limits.items():
+            say(f"{assignment}: {limit.describe()}; the solutions score "
+                f"{_fmt(reference[assignment][0])}/{_fmt(reference[assignment][1])}")
 
-        def progress(line: str) -> None:
-            if "Sanitizing " in line:
-                path = Path(line.split("Sanitizing ", 1)[1].strip())
-                with contextlib.suppress(ValueError):
-                    attempted.add(path.relative_to(work / SUBMITTED).parts[0])
-            elif "Autograding " in line:
-                path = Path(line.split("Autograding ", 1)[1].strip())
-                with contextlib.suppress(ValueError):
-                    say(f"  grading {path.relative_to(graded_root).as_posix()}")
-            elif "| ERROR]" in line:
-                say(f"  {line.strip()}")
+        by_key = {(s.student, s.assignment, s.notebook): s for s in submissions}
+        for group, each in zip(groups, job_list):
+            for s in submissions:
+                if s.student in group:
+                    folder = each.folder / SUBMITTED / s.student / s.assignment
+                    target = folder / f"{s.notebook}.ipynb"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(s.path, target)
+                    if s.timestamp is not None:
+                        shutil.copyfile(s.timestamp, target.parent / "timestamp.txt")
+        pairs = sorted({(s.student, s.assignment) for s in submissions})
+        progress = _Progress(
+            sum(len(assignments[a]) for _, a in pairs), say)
+        say(f"Grading {len(submissions)} notebook(s) of {len(students)} student(s) "
+            f"in {len(job_list)} job(s), in {work}")
+        problems = []
 
-        code, _ = run_nbgrader(args, work, log_file=log, on_line=progress)
-        if code != 0:
-            # nbgrader skips a submission it cannot grade, but a few errors (an old
-            # metadata format, say) stop the whole run: grade the rest one by one.
-            missing = [student for student in students if student not in attempted]
-            say(f"nbgrader autograde reported errors (exit {code}).")
-            if missing:
-                say(f"Grading the {len(missing)} student(s) it did not reach one at a time.")
-            for student in missing:
-                run_nbgrader([*args, f"--student={json.dumps(student)}"], work, log_file=log,
-                             on_line=progress)
-        code_feedback, output_feedback = run_nbgrader(
-            ["generate_feedback", "*", "--force"], work, log_file=log
-        )
-        if code_feedback != 0:
-            say(f"nbgrader generate_feedback reported errors:\n{tail(output_feedback, 12)}")
+        def run_job(group, each):
+            for assignment in assignments:
+                mine = [s for s, a in pairs if a == assignment and s in group]
+                if mine:
+                    each.autograde(assignment, mine, limits[assignment], progress)
+                    problem = each.feedback(assignment, limits[assignment])
+                    if problem:
+                        problems.append(f"nbgrader generate_feedback reported errors:\n{problem}")
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(job_list)) as pool:
+            for future in [pool.submit(run_job, g, j) for g, j in zip(groups, job_list)]:
+                future.result()
+        for problem in problems:
+            say(problem)
 
         order = _grade_order(assignments)
         names = _columns(order)
-        results = _read_results(work, submissions, order, names)
+        results = []
+        for group, each in zip(groups, job_list):
+            results += _read_results(each.folder, set(group), pairs, order, names)
+            for name in (AUTOGRADED, FEEDBACK, RECORDS_DIR):
+                for student in group:
+                    if (each.folder / name / student).is_dir():
+                        shutil.move(str(each.folder / name / student), str(work / name / student))
+        results.sort(key=lambda r: (r.student, list(assignments).index(r.assignment)))
         graded = {r.assignment for r in results}
         columns = [names[(a, nb, gid)] for a in assignments if a in graded for nb, gid in order[a]]
 
+        lessons = first / "lessons"
         for result in results:
+            result.notes += [s.note for s in submissions
+                             if (s.student, s.assignment) == (result.student, result.assignment)
+                             and s.note]
+            result.flags = _review_result(result, by_key, work, lessons,
+                                          assignments[result.assignment])
+            if result.flags and result.status == "ok":
+                result.status = "flagged: " + "; ".join(result.flags)
             source = work / FEEDBACK / result.student / result.assignment
             target = feedback_dir / result.student / result.assignment
             if target.exists():
@@ -501,12 +730,16 @@ def grade(
                 result.notes.append("no feedback")
         write_csv(results, columns, out_csv)
         kept = work if workdir is not None else None
+        report = GradeReport(results, out_csv, feedback_dir, skipped, kept, columns, mode,
+                             sandbox_notes, limits, reference)
+        report.report_path = _write_report(out_csv.parent / REPORT, report)
 
     say("")
     say(format_table(results, columns))
     say("")
     say(f"Scores: {out_csv}")
+    say(f"Instructor report (what deserves a look): {report.report_path}")
     say(f"Feedback for students: {feedback_dir}/<student>/<assignment>/<notebook>.html")
     if kept is not None:
-        say(f"nbgrader course folder (gradebook, autograded notebooks, grading.log): {kept}")
-    return GradeReport(results, out_csv, feedback_dir, skipped, kept, columns)
+        say(f"nbgrader course folders (gradebooks, autograded notebooks, logs): {kept}")
+    return report

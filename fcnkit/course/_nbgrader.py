@@ -82,6 +82,7 @@ def run_nbgrader(
     *,
     log_file: Path | None = None,
     on_line: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """Run `python -m nbgrader ARGS` in `course_dir`; return (exit code, output).
 
@@ -90,12 +91,13 @@ def run_nbgrader(
         course_dir: the course root to run in (holds nbgrader_config.py).
         log_file: if given, the full output is appended to it.
         on_line: called with each line of output as it comes (progress reports).
+        env: more environment entries for nbgrader (and the kernels it starts).
     """
     command = [sys.executable, "-m", "nbgrader", *args]
     process = subprocess.Popen(
         command,
         cwd=course_dir,
-        env=nbgrader_env(),
+        env={**nbgrader_env(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

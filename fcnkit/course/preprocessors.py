@@ -1,6 +1,7 @@
 """nbgrader preprocessors that make grading robust; `nbgrader_config.py` installs them.
 
-Four fixes over nbgrader 0.9.6's defaults (see `reference/nbgrader.md`, pitfalls 1, 3, 4):
+Fixes over nbgrader 0.9.6's defaults (see `reference/nbgrader.md`, pitfalls 1, 3, 4, 5),
+and what makes grading safe from hostile submissions:
 
 - `RepairCellMetadata` runs first when sanitising a submission. A cell with old
   nbgrader metadata (say, pasted from an old notebook) raises `SchemaTooOldError`,
@@ -11,15 +12,18 @@ Four fixes over nbgrader 0.9.6's defaults (see `reference/nbgrader.md`, pitfalls
   `CheckCellMetadata` then rejects, so the student gets no grade at all
   (nbgrader issue #1083). Here the *later* copy loses its `nbgrader` metadata and
   becomes an ordinary cell; the first copy is graded.
+- `DropUnknownIds`: a cell of another release (a grade_id this one lacks) becomes
+  an ordinary cell instead of failing the whole notebook.
 - `RestoreMissingCells` replaces `OverwriteCells`. With `add_missing_cells = True`
   it puts back deleted test cells (and deleted read-only cells) from the gradebook,
   after the closest preceding cell that is still there. Upstream's version raises a
   `KeyError` when that preceding cell is itself missing or read-only.
-- `HideHiddenTestsInFeedback` runs first in `generate_feedback`: it removes the
-  `### BEGIN HIDDEN TESTS` regions from every cell and rewrites error outputs, so
-  feedback never quotes a hidden test. A failure inside a hidden region becomes
-  one line, e.g. `AssertionError: a hidden test failed`; other tracebacks lose
-  every line that quotes hidden text (IPython shows neighbouring lines).
+- `GradingExecute` replaces `Execute`: a time budget per notebook on top of the
+  per-cell timeout, outputs cut at a size, a dead kernel that fails its cell
+  instead of the notebook, an integrity probe, and a record of the run.
+- `FeedbackOnly` runs first in `generate_feedback`: feedback keeps the code and
+  the scores, drops every output, and says for each failing test cell which
+  visible check failed (from the instructor's source) or that a hidden one did.
 
 Importing this module imports nbgrader (a few seconds); the rest of
 `fcnkit.course` does not.
@@ -27,21 +31,29 @@ Importing this module imports nbgrader (a few seconds); the rest of
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from pathlib import Path
 
+from nbclient.client import NotebookClient
+from nbclient.exceptions import DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.nbgraderformat import MetadataValidator
-from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor, OverwriteCells
-from traitlets import Bool, Unicode
+from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor, OverwriteCells
+from traitlets import Bool, Integer, Unicode
 
-from fcnkit.course._notebooks import HIDDEN_MARKERS, split_regions
+from fcnkit.course._notebooks import split_regions
+from fcnkit.course._review import failure_message, hidden_line_numbers
 
 __all__ = [
     "RepairCellMetadata",
     "DropDuplicateIds",
+    "DropUnknownIds",
     "RestoreMissingCells",
-    "HideHiddenTestsInFeedback",
+    "GradingExecute",
+    "FeedbackOnly",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -51,7 +63,6 @@ _CELL_LINE = (
     re.compile(r"<ipython-input-[^>]*>.*?line (\d+)"),
     re.compile(r"^-*>\s*(\d+)\s", re.MULTILINE),
 )
-_LINE_PREFIX = re.compile(r"^\s*(?:-*>)?\s*\d*\s?")
 
 
 class RepairCellMetadata(NbGraderPreprocessor):
@@ -172,62 +183,252 @@ class RestoreMissingCells(OverwriteCells):
         return NotebookNode(cell)
 
 
-class HideHiddenTestsInFeedback(ClearHiddenTests):
-    """Strip hidden tests from feedback, including from tracebacks and outputs.
+class DropUnknownIds(NbGraderPreprocessor):
+    """Cells whose grade_id this release does not know become ordinary cells.
 
-    Use it as the first of `GenerateFeedback.preprocessors`. Unlike
-    `ClearHiddenTests` it accepts hidden regions in any cell and unbalanced
-    markers (a student's notebook may contain anything).
+    A notebook from an older release may carry a renamed or removed cell;
+    nbgrader would then fail the whole notebook. Here such a cell keeps its
+    code (it still runs) and loses its nbgrader metadata; the grader reports it.
+    """
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        nbgrader = resources["nbgrader"]
+        with Gradebook(nbgrader["db_url"]) as gradebook:
+            notebook = gradebook.find_notebook(nbgrader["notebook"], nbgrader["assignment"])
+            known = {cell.name for cell in notebook.source_cells}
+        for cell in nb.cells:
+            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if grade_id is not None and grade_id not in known:
+                self.log.warning("Cell %s is not in this release; graded as ordinary code.",
+                                 grade_id)
+                del cell.metadata["nbgrader"]
+                for flag in ("deletable", "editable"):
+                    cell.metadata.pop(flag, None)
+        return nb, resources
+
+
+class GradingExecute(Execute):
+    """nbgrader's `Execute` with a time budget per notebook, capped outputs and a record.
+
+    - Each cell may run `timeout` seconds, and the whole notebook `budget`
+      seconds (0: no budget): once the budget is spent, the kernel is stopped
+      and the cells left are not run (they score 0), so a function that hangs
+      in four cells costs one budget, not four timeouts.
+    - A cell's output is cut after `max_output_chars` characters.
+    - A kernel that dies (`os._exit`, a signal, `exit()`) fails its cell; the
+      cells after it are not run, and the rest of the run goes on.
+    - After the last cell, a probe checks that a failing check still fails
+      (hooks or custom exception handlers can make every check pass) and
+      lists IPython hooks left registered.
+    - What happened is written as JSON to
+      `records_dir/<student>/<assignment>/<notebook>.json`: per code cell its
+      index, grade_id, seconds, timeout and cut output; why the run stopped;
+      the probe's findings.
+    """
+
+    budget = Integer(0, help="Seconds for the whole notebook (0: no budget).").tag(config=True)
+    max_output_chars = Integer(
+        100_000, help="Characters of output kept per cell while grading."
+    ).tag(config=True)
+    records_dir = Unicode("", help="Folder for the execution records (empty: none).").tag(
+        config=True
+    )
+
+    def preprocess(self, nb, resources=None, km=None):
+        NotebookClient.__init__(self, nb, km)
+        self.reset_execution_trackers()
+        self._check_assign_resources(resources)
+        per_cell = self.timeout
+        started = time.monotonic()
+        self._output_chars = {}
+        self._cut_chars = {}
+        record = {"timeout": per_cell, "budget": self.budget, "cells": [], "stopped": None,
+                  "probe": None}
+        stopped = None
+        try:
+            with self.setup_kernel():
+                info = self.wait_for_reply(self.kc.kernel_info())
+                self.nb.metadata["language_info"] = info["content"]["language_info"]
+                baseline = self._hooks()
+                for index, cell in enumerate(self.nb.cells):
+                    if cell.cell_type != "code" or not cell.source.strip():
+                        continue
+                    if stopped is None and self.budget:
+                        left = self.budget - (time.monotonic() - started)
+                        if left < 1:
+                            stopped = {"reason": "time budget spent", "index": index}
+                        else:
+                            self.timeout = max(1, min(per_cell or left, int(left)))
+                    if stopped is not None:
+                        cell.outputs = [_error_output("NotRun", _NOT_RUN[stopped["reason"]])]
+                        continue
+                    began = time.monotonic()
+                    try:
+                        self.preprocess_cell(cell, resources, index)
+                    except DeadKernelError:
+                        cell.outputs.append(_error_output(
+                            "DeadKernelError", "The kernel died while running this cell."))
+                        stopped = {"reason": "kernel died", "index": index}
+                    record["cells"].append({
+                        "index": index,
+                        "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id"),
+                        "seconds": round(time.monotonic() - began, 3),
+                        "timed_out": any(o.get("ename") == "CellTimeoutError"
+                                         for o in cell.outputs),
+                        "truncated_chars": self._cut_chars.get(index, 0),
+                    })
+                if stopped is None:
+                    record["probe"] = self._probe(baseline)
+        finally:
+            self.timeout = per_cell
+        record["stopped"] = stopped
+        record["seconds"] = round(time.monotonic() - started, 3)
+        self.set_widgets_metadata()
+        self._write_record(record)
+        return self.nb, self.resources
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = _message_chars(msg)
+        used = self._output_chars.get(cell_index, 0)
+        self._output_chars[cell_index] = used + size
+        if used + size <= self.max_output_chars:
+            return super().output(outs, msg, display_id, cell_index)
+        self._cut_chars[cell_index] = self._cut_chars.get(cell_index, 0) + size
+        if used < self.max_output_chars and msg["msg_type"] == "stream":
+            msg["content"]["text"] = msg["content"]["text"][: self.max_output_chars - used] + (
+                f"\n[output cut while grading: over {self.max_output_chars} characters]\n"
+            )
+            return super().output(outs, msg, display_id, cell_index)
+        return None
+
+    def _run_quietly(self, code):
+        """Run `code` in the kernel outside the notebook; return (status, stdout)."""
+        cell = NotebookNode(cell_type="code", source=code, metadata={}, outputs=[],
+                            execution_count=None)
+        try:
+            self.execute_cell(cell, len(self.nb.cells), store_history=False)
+        except Exception:  # a dead or stuck kernel: nothing to learn
+            return None, ""
+        status = "error" if any(o.output_type == "error" for o in cell.outputs) else "ok"
+        text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+        return status, text
+
+    def _hooks(self):
+        status, text = self._run_quietly(_HOOKS_PROBE)
+        try:
+            return json.loads(text.strip().splitlines()[-1]) if status == "ok" else None
+        except (ValueError, IndexError):
+            return None
+
+    def _probe(self, baseline):
+        status, _ = self._run_quietly("raise AssertionError('fcnkit grading canary')")
+        probe = {"canary_failed": None if status is None else status == "error", "hooks": []}
+        after = self._hooks()
+        if baseline is not None and after is not None:
+            probe["hooks"] = sorted(
+                name for name, count in after.items() if count > baseline.get(name, 0)
+            )
+        return probe
+
+    def _write_record(self, record):
+        if not self.records_dir:
+            return
+        names = self.resources.get("nbgrader", {})
+        folder = Path(self.records_dir) / names.get("student", "unknown") / names.get(
+            "assignment", "unknown")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{names.get('notebook', 'notebook')}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+_NOT_RUN = {
+    "time budget spent": "Not run: the notebook's time budget was spent.",
+    "kernel died": "Not run: the kernel died in an earlier cell.",
+}
+_HOOKS_PROBE = """\
+def _fcnkit_hooks():
+    import json, sys
+    shell = get_ipython()
+    counts = {f"event {k}": len(v) for k, v in shell.events.callbacks.items()}
+    counts["input transformers"] = (len(shell.input_transformers_cleanup)
+                                    + len(shell.input_transformers_post))
+    counts["AST transformers"] = len(shell.ast_transformers)
+    counts["custom exception handlers"] = len(shell.custom_exceptions)
+    counts["trace function"] = int(sys.gettrace() is not None)
+    print(json.dumps(counts))
+_fcnkit_hooks()
+del _fcnkit_hooks
+"""
+
+
+def _error_output(name, text):
+    return NotebookNode(output_type="error", ename=name, evalue=text, traceback=[f"{name}: {text}"])
+
+
+def _message_chars(msg):
+    content = msg.get("content", {})
+    if "text" in content:
+        return len(content["text"])
+    return sum(len(v) if isinstance(v, str) else len(json.dumps(v))
+               for v in content.get("data", {}).values())
+
+
+class FeedbackOnly(ClearHiddenTests):
+    """Feedback shows the student's code and the results of the checks, nothing printed.
+
+    Use it as the first of `GenerateFeedback.preprocessors`. Every output is
+    removed (student code ran during grading and could print anything, even a
+    hidden test it captured, in any encoding). A failing test cell gets one
+    message written from the instructor's source (`_review.failure_message`):
+    the visible check that failed and its message as written, or "A hidden
+    test failed". Hidden regions are removed from every cell (markers may be
+    unbalanced: a student's notebook may contain anything). A first cell
+    states the time limits (`limits`) and that printed output is not shown.
     """
 
     enforce_metadata = Bool(False).tag(config=True)
-    hidden_failure_message = Unicode(
-        "a hidden test failed",
-        help="What replaces the traceback of an error raised inside a hidden test region.",
-    ).tag(config=True)
+    limits = Unicode("", help="The grading time limits, stated at the top of the feedback.").tag(
+        config=True
+    )
+
+    def preprocess(self, nb, resources):
+        nb, resources = super().preprocess(nb, resources)
+        note = (
+            "**About this feedback.** It shows your code, your scores and the checks that "
+            "failed. What your code printed while it was graded is not shown: run the "
+            "notebook yourself to see it."
+        )
+        if self.limits:
+            note += f" Time limits while grading: {self.limits}."
+        nb.cells.insert(0, NotebookNode(cell_type="markdown", metadata={}, source=note))
+        return nb, resources
 
     def preprocess_cell(self, cell, resources, cell_index):
-        regions = split_regions(cell.source, (self.begin_test_delimeter, self.end_test_delimeter))
-        if not regions.found:
+        if cell.cell_type != "code":
             return cell, resources
-        hidden_numbers = {number for number, _ in regions.inside} | set(regions.markers)
-        hidden_texts = {line.strip() for _, line in regions.inside if line.strip()}
-        hidden_texts.update(self._marker_texts())
-        if cell.cell_type == "code":
-            cell.outputs = [
-                self._sanitize(output, hidden_numbers, hidden_texts) for output in cell.outputs
-            ]
-        cell.source = "\n".join(line for _, line in regions.outside)
-        if utils.is_grade(cell) is False and self.enforce_metadata:
-            raise RuntimeError(
-                "Hidden test region detected in a non-grade cell; put hidden tests only in "
-                "'Autograder tests' cells."
-            )
+        source = cell.source
+        hidden = hidden_line_numbers(source)
+        failed = any(
+            o.get("output_type") == "error"
+            or (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            for o in cell.outputs
+        )
+        line = None
+        for output in cell.outputs:
+            if output.get("output_type") == "error":
+                line = _failing_line(_ANSI.sub("", "\n".join(output.get("traceback", []))))
+                break
+        cell.outputs = []
+        cell.execution_count = None
+        if utils.is_grade(cell) and not utils.is_solution(cell) and failed:
+            message = failure_message(source, line, hidden)
+            cell.outputs = [NotebookNode(output_type="stream", name="stderr", text=message + "\n")]
+        regions = split_regions(source, (self.begin_test_delimeter, self.end_test_delimeter))
+        if regions.found:
+            cell.source = "\n".join(line for _, line in regions.outside)
         return cell, resources
-
-    def _marker_texts(self):
-        return {self.begin_test_delimeter, self.end_test_delimeter, *HIDDEN_MARKERS}
-
-    def _sanitize(self, output, hidden_numbers, hidden_texts):
-        if output.get("output_type") == "error":
-            traceback_text = _ANSI.sub("", "\n".join(output.get("traceback", [])))
-            line = _failing_line(traceback_text)
-            if line is not None and line in hidden_numbers:
-                message = f"{output.get('ename', 'Error')}: {self.hidden_failure_message}"
-                output.evalue = self.hidden_failure_message
-                output.traceback = [message]
-                return output
-            output.traceback = _without_hidden(output.get("traceback", []), hidden_texts)
-            if _quotes_hidden(output.get("evalue", ""), hidden_texts):
-                output.evalue = self.hidden_failure_message
-            return output
-        if output.get("output_type") == "stream":
-            lines = output.get("text", "").split("\n")
-            output.text = "\n".join(_without_hidden(lines, hidden_texts))
-        for mime, value in dict(output.get("data", {})).items():
-            if isinstance(value, str) and _quotes_hidden(value, hidden_texts):
-                del output.data[mime]
-        return output
 
 
 def _failing_line(traceback_text):
@@ -237,25 +438,3 @@ def _failing_line(traceback_text):
         if match:
             return int(match.group(1))
     return None
-
-
-def _quotes_hidden(text, hidden_texts):
-    plain = _ANSI.sub("", text)
-    for line in plain.split("\n"):
-        stripped = _LINE_PREFIX.sub("", line).strip()
-        if not stripped:
-            continue
-        for hidden in hidden_texts:
-            if stripped == hidden or (len(hidden) >= 4 and hidden in line):
-                return True
-    return False
-
-
-def _without_hidden(chunks, hidden_texts):
-    """Drop every line of `chunks` (strings, possibly multi-line) that quotes hidden text."""
-    kept = []
-    for chunk in chunks:
-        lines = [line for line in chunk.split("\n") if not _quotes_hidden(line, hidden_texts)]
-        if lines:
-            kept.append("\n".join(lines))
-    return kept
