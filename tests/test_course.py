@@ -9,6 +9,7 @@ blank lesson) in one more run.
 
 from __future__ import annotations
 
+import base64
 import copy
 import csv
 import hashlib
@@ -25,6 +26,7 @@ import pytest
 from fcnkit import course
 from fcnkit.course import CourseError
 from fcnkit.course._notebooks import HIDDEN_MARKERS, cell_source, nbgrader_meta, split_regions
+from fcnkit.course._sandbox import INSTALL_HINT
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "course_fixtures"
@@ -53,7 +55,104 @@ EXPECTED = {
     "tampered": ({"test_q1": 1, "test_rf": 0, "test_count": 1, "test_q2": 1}, "nbgrader"),
     "instructor_copy": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
     "old_metadata": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "old_release": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "copies": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "hangs_everywhere": ({"test_q1": 1, "test_rf": 0, "test_count": 0, "test_q2": 0}, "flat"),
+    # adversarial submissions
+    "reads_solutions": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "hook_capture": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "writes_outside": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "monkeypatch": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
+    "exits": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    "kills_kernel": ({"test_q1": 1, "test_rf": 2, "test_count": 0, "test_q2": 0}, "nbgrader"),
+    "floods_output": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    # rewrites every later cell that asserts into `pass`: wrong answers, full marks, flagged
+    "rewrites_tests": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
 }
+# student -> flags that must be among the result's flags ({work} is the grading folder)
+EXPECTED_FLAGS = {
+    "solution": [],
+    "blank": [],
+    "wrong": [],
+    "foreign_kernel": [],
+    "old_metadata": [],
+    "deleted": ["read-only cell data deleted (restored)", "test cell test_q1 deleted (restored)"],
+    "duplicated": ["duplicated cell answer_rf (the first copy was graded)",
+                   "duplicated cell test_q2 (the first copy was graded)"],
+    "infinite_loop": ["timeout in answer_count"],
+    "tampered": ["test cell test_rf edited (restored)"],
+    "instructor_copy": ["test cell test_q1 edited (restored)",
+                        "test cell test_q2 edited (restored)"],
+    "old_release": ["cells of another release, run as ordinary code: answer_receptive_field",
+                    "answer cells missing: answer_rf"],
+    "copies": [],
+    "hangs_everywhere": ["extra code cell 1 after answer_rf",
+                         "timeout in code cell 1 after answer_rf",
+                         "time budget spent in code cell 3 after answer_rf; later cells not run"],
+    "reads_solutions": ["names the path '../../../gradebook.db' in answer_q1",
+                        "opens {work}/job-{job}/gradebook.db (outside its folder) in answer_q1",
+                        "lists {work}/job-{job}/solutions/00_fixture (outside its folder) "
+                        "in answer_q1"],
+    "hook_capture": ["registers IPython event hooks in answer_q1",
+                     "IPython hooks left registered: event pre_run_cell"],
+    "writes_outside": ["reads or writes '../../../outside.txt' outside its folder in answer_count",
+                       "writes {work}/job-{job}/outside.txt (outside its folder) in answer_count"],
+    "monkeypatch": ["replaces np.allclose in answer_count"],
+    "exits": ["ends the kernel (sys.exit) in answer_q1"],
+    "kills_kernel": ["signals a process in answer_count",
+                     "kernel died in answer_count; later cells not run"],
+    "floods_output": ["output of 100000001 characters cut in answer_q2"],
+    "rewrites_tests": ["changes how IPython reads cells in answer_q1",
+                       "IPython hooks left registered: input transformers",
+                       "the kernel hid a failing check: scores of this notebook cannot be trusted"],
+}
+# What hostile code sends out: everything a hidden test or the solutions hold, raw and
+# in base64, through every channel it has (stdout, errors, display data, variables).
+READ_SOLUTIONS = """\
+import base64, glob, os
+stolen = b""
+for pattern in ["../../../solutions/*/*.ipynb", "../../../gradebook.db", "{solutions}/*/*.ipynb"]:
+    for path in glob.glob(pattern):
+        stolen += open(path, "rb").read()
+for path in ["../../../gradebook.db", "{solutions}/00_fixture/00_fixture.ipynb"]:
+    try:
+        stolen += open(path, "rb").read()
+    except OSError as error:
+        print("could not read", path, error)
+try:
+    print(os.listdir("../../../solutions/00_fixture"))
+except OSError as error:
+    print(error)
+print(stolen.decode("utf-8", "replace"))
+print(base64.b64encode(stolen).decode())
+display({{"text/plain": stolen.decode("utf-8", "replace")}}, raw=True)
+q1 = "b"
+"""
+HOOK_CAPTURE = """\
+import base64
+captured = []
+
+def spy(info):
+    captured.append(info.raw_cell)
+    print(info.raw_cell)
+    print(base64.b64encode(info.raw_cell.encode()).decode())
+
+get_ipython().events.register("pre_run_cell", spy)
+q1 = "b"
+"""
+HOOK_LEAK = """\
+q2 = {"c", "a"}
+everything = "\\n".join(captured)
+print(base64.b64encode(everything.encode()).decode())
+raise RuntimeError(everything)
+"""
+REWRITE_TESTS = """\
+def no_asserts(lines):
+    return ["pass\\n"] if "assert" in "".join(lines) else lines
+
+get_ipython().input_transformers_cleanup.append(no_asserts)
+q1 = "a"
+"""
 CORRUPT = "corrupt"  # hands in a file that is not a notebook: reported, graded 0
 
 
@@ -126,6 +225,11 @@ def hidden_lines(source_nb: dict) -> list[str]:
         hidden += [line.strip() for _, line in regions.inside if line.strip()]
         elsewhere += [line for _, line in regions.outside]
     return [line for line in hidden if not any(line in other for other in elsewhere)]
+
+
+def joined(text) -> str:
+    """An output's text, stored as a string or a list of lines."""
+    return "".join(text) if isinstance(text, list) else text
 
 
 def page_text(page: Path) -> str:
@@ -410,6 +514,7 @@ def fixture_submissions(root: Path, folder: Path) -> Path:
             lesson, answer_count="count_positive = None\nwhile True:\n    pass"
         ),
         "instructor_copy": copy.deepcopy(source),
+        "copies": copy.deepcopy(lesson),  # the older copy, see below
     }
     deleted = answered(lesson)
     deleted["cells"] = [
@@ -435,6 +540,36 @@ def fixture_submissions(root: Path, folder: Path) -> Path:
     old = answered(lesson)
     old["cells"][cell_index(old, "answer_q1")]["metadata"]["nbgrader"]["schema_version"] = 1
     notebooks["old_metadata"] = old
+    release = answered(lesson)  # an older release named the answer cell differently
+    release["cells"][cell_index(release, "answer_rf")]["metadata"]["nbgrader"]["grade_id"] = (
+        "answer_receptive_field"
+    )
+    notebooks["old_release"] = release
+    hangs = answered(lesson, answer_rf="def receptive_field(n_layers, kernel_size=3):\n"
+                     "    while True:\n        pass")
+    index = cell_index(hangs, "answer_rf")
+    for number in range(3):  # three more cells that call the hanging function
+        call = {"cell_type": "code", "execution_count": None, "id": f"call-{number}",
+                "metadata": {}, "outputs": [], "source": "receptive_field(2)"}
+        hangs["cells"].insert(index + 1, call)
+    notebooks["hangs_everywhere"] = hangs
+    solutions = root / "solutions"
+    notebooks["reads_solutions"] = answered(
+        lesson, answer_q1=READ_SOLUTIONS.format(solutions=solutions))
+    notebooks["hook_capture"] = answered(lesson, answer_q1=HOOK_CAPTURE, answer_q2=HOOK_LEAK)
+    notebooks["writes_outside"] = answered(
+        lesson, answer_count='open("../../../outside.txt", "w").write("written by a student")\n'
+        + CORRECT["answer_count"])
+    notebooks["monkeypatch"] = answered(
+        lesson, answer_count="import numpy as np\nnp.allclose = lambda *args, **kwargs: True\n"
+        + CORRECT["answer_count"])
+    notebooks["exits"] = answered(lesson, answer_q1='q1 = "b"\nimport sys\nsys.exit()')
+    notebooks["kills_kernel"] = answered(
+        lesson, answer_count="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    notebooks["floods_output"] = answered(
+        lesson, answer_q2='print("x" * 100_000_000)\nq2 = {"c", "a"}')
+    notebooks["rewrites_tests"] = answered(lesson, answer_q1=REWRITE_TESTS,
+                                           answer_rf=wrong["answer_rf"])
     submitted = folder / "submitted"
     corrupt = submitted / CORRUPT / FIXTURE / f"{FIXTURE}.ipynb"
     corrupt.parent.mkdir(parents=True)
@@ -446,12 +581,20 @@ def fixture_submissions(root: Path, folder: Path) -> Path:
             write(nb, submitted / student / FIXTURE / f"{FIXTURE}.ipynb")
     # a notebook that is not part of the course is skipped with a message
     write(lesson, submitted / "blank" / "homework.ipynb")
+    # two copies: the most recently modified one is graded
+    older = write(copy.deepcopy(lesson), submitted / "copies" / f"{FIXTURE} (1).ipynb")
+    os.utime(older, (1_000_000_000, 1_000_000_000))
+    os.utime(submitted / "copies" / f"{FIXTURE}.ipynb", (1_000_000_000, 1_000_000_000))
+    write(answered(lesson), submitted / "copies" / f"{FIXTURE} (2).ipynb")
     return folder
+
+
+JOBS = 2
 
 
 @pytest.fixture(scope="module")
 def graded(fixture_course, tmp_path_factory):
-    """Grade every fixture student in one nbgrader run."""
+    """Grade every fixture student in one run of two parallel jobs."""
     tmp = tmp_path_factory.mktemp("grading")
     submissions = fixture_submissions(fixture_course, tmp / "incoming")
     lines = []
@@ -460,22 +603,39 @@ def graded(fixture_course, tmp_path_factory):
         fixture_course,
         out_csv=tmp / "out" / "grades.csv",
         timeout=GRADING_TIMEOUT,
+        jobs=JOBS,
         workdir=tmp / "work",
         echo=lines.append,
     )
     return report, lines, submissions
 
 
+def expected_flags(student: str, work: Path) -> list[str]:
+    return [flag.replace("{work}", str(work)) for flag in EXPECTED_FLAGS[student]]
+
+
+def has_flag(flags: list[str], expected: str) -> bool:
+    """Whether `expected` is among `flags` ({job} stands for any job number)."""
+    pattern = re.escape(expected).replace(re.escape("{job}"), r"\d+")
+    return any(re.fullmatch(pattern, flag) for flag in flags)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("student", list(EXPECTED))
-def test_grading_scores(graded, student):
+def test_grading_scores_and_flags(graded, student):
     report, _, _ = graded
     result = report.result(student, FIXTURE)
     expected = {k: float(v) for k, v in EXPECTED[student][0].items()}
     assert result.scores == expected
     assert result.max_scores == FIXTURE_MAX
     assert (result.score, result.max_score) == (sum(expected.values()), 5.0)
-    assert result.status == "ok"
+    wanted = expected_flags(student, report.workdir)
+    missing = [flag for flag in wanted if not has_flag(result.flags, flag)]
+    assert missing == [], result.flags
+    if wanted:
+        assert result.status == "flagged: " + "; ".join(result.flags)
+    else:
+        assert (result.status, result.flags) == ("ok", [])
 
 
 @pytest.mark.slow
@@ -492,8 +652,13 @@ def test_grading_report_csv_table_and_skips(graded):
         assert {k: float(row[k]) for k in scores} == scores, student
         assert float(row["score"]) == sum(scores.values())
         assert row["max_score"] == "5"
-    assert got["infinite_loop"]["status"] == f"ok; timeout in {FIXTURE}:answer_count"
+        assert row["status"].startswith("flagged: " if EXPECTED_FLAGS[student] else "ok")
+    assert got["infinite_loop"]["status"] == "flagged: timeout in answer_count"
     assert got["solution"]["status"] == "ok"
+    assert got["copies"]["status"] == (
+        f"ok; graded '{FIXTURE} (2).ipynb', the most recently modified of 3 copies "
+        f"(not '{FIXTURE} (1).ipynb', '{FIXTURE}.ipynb')"
+    )
     assert (got[CORRUPT]["score"], got[CORRUPT]["max_score"]) == ("0", "5")
     assert got[CORRUPT]["status"] == (
         "error: nbgrader could not grade this submission (rerun with --workdir DIR to keep "
@@ -508,11 +673,34 @@ def test_grading_report_csv_table_and_skips(graded):
     table = [line.split() for line in output]
     assert ["student", "assignment", "test_q1", "test_rf", "test_count", "test_q2", "total",
             "status"] in table
-    assert ["infinite_loop", FIXTURE, "1/1", "2/2", "0/1", "1/1", "4/5", "ok;", "timeout", "in",
-            f"{FIXTURE}:answer_count"] in table
+    assert ["infinite_loop", FIXTURE, "1/1", "2/2", "0/1", "1/1", "4/5", "flagged:", "timeout",
+            "in", "answer_count"] in table
     assert ["wrong", FIXTURE, "0/1", "0/2", "1/1", "1/1", "2/5", "ok"] in table
     assert f"Feedback for students: {report.feedback_dir}/<student>/<assignment>/<notebook>.html" \
         in output
+    bars = [line for line in output if line.startswith("  [")]
+    assert len(bars) == len(EXPECTED) + 1  # one step per notebook handed to nbgrader
+    assert bars[-1].startswith(f"  [{'#' * 20}] {len(EXPECTED) + 1}/{len(EXPECTED) + 1} ")
+
+
+@pytest.mark.slow
+def test_grading_report_for_the_instructor(graded):
+    report, _, _ = graded
+    text = report.report_path.read_text(encoding="utf-8")
+    assert report.report_path == report.csv_path.parent / "grading_report.md"
+    limits = (f"- {FIXTURE}: time limits 6 s per cell, 12 s for the whole notebook (per cell as "
+              "given, per notebook calibrated on the solutions); the solutions score 5/5")
+    assert limits in text.split("\n")
+    sections = text.split("\n### ")
+    flagged = {section.split(" ")[0] for section in sections[1:]}
+    assert flagged == {s for s, flags in EXPECTED_FLAGS.items() if flags} | {CORRUPT}
+    section = next(s for s in sections if s.startswith("kills_kernel "))
+    assert section.startswith(f"kills_kernel ({FIXTURE}): 3/5\n")
+    assert "- kernel died in answer_count; later cells not run" in section.split("\n")
+    if report.sandbox == "none":
+        assert text.count("Student code ran without a sandbox") == 1
+    else:
+        assert f"Student code ran in the `{report.sandbox}` sandbox." in text
 
 
 @pytest.mark.slow
@@ -545,26 +733,103 @@ def test_grading_interrupts_the_infinite_loop_and_goes_on(graded):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("student", ["wrong", "blank", "tampered", "solution"])
-def test_feedback_hides_hidden_tests(graded, student):
+def test_a_function_that_hangs_in_four_cells_costs_one_budget(graded):
     report, _, _ = graded
-    source = read(fixture_paths(Path(report.workdir))[0])
+    record = read(report.workdir / "records" / "hangs_everywhere" / FIXTURE / f"{FIXTURE}.json")
+    assert (record["timeout"], record["budget"]) == (GRADING_TIMEOUT, 2 * GRADING_TIMEOUT)
+    spent = sum(cell["seconds"] for cell in record["cells"])
+    assert spent <= 2 * GRADING_TIMEOUT + 3  # not four timeouts (24 s)
+    assert [cell["timed_out"] for cell in record["cells"]][-2:] == [True, True]
+    nb = read(report.workdir / "autograded" / "hangs_everywhere" / FIXTURE / f"{FIXTURE}.ipynb")
+    test_rf = nb["cells"][cell_index(nb, "test_rf")]
+    assert test_rf["outputs"][0]["evalue"] == "Not run: the notebook's time budget was spent."
+
+
+@pytest.mark.slow
+def test_a_dead_kernel_fails_its_cell_and_grading_goes_on(graded):
+    report, _, _ = graded
+    nb = read(report.workdir / "autograded" / "kills_kernel" / FIXTURE / f"{FIXTURE}.ipynb")
+    died = nb["cells"][cell_index(nb, "answer_count")]
+    assert died["outputs"][-1]["ename"] == "DeadKernelError"
+    later = nb["cells"][cell_index(nb, "test_q2")]
+    assert later["outputs"][0]["evalue"] == "Not run: the kernel died in an earlier cell."
+
+
+@pytest.mark.slow
+def test_huge_output_is_cut_in_the_graded_copy(graded):
+    report, _, _ = graded
+    path = report.workdir / "autograded" / "floods_output" / FIXTURE / f"{FIXTURE}.ipynb"
+    assert path.stat().st_size < 1_000_000
+    cell = read(path)["cells"][cell_index(read(path), "answer_q2")]
+    text = "".join(joined(o.get("text", "")) for o in cell["outputs"])
+    assert text.endswith("[output cut while grading: over 100000 characters]\n")
+
+
+def stolen_secrets(root: Path) -> list[str]:
+    """What hostile code would want to send out, raw and base64-encoded."""
+    source = read(fixture_paths(root)[0])
+    secrets = hidden_lines(source)
+    test_rf = cell_source(source["cells"][cell_index(source, "test_rf")])
+    for text in [test_rf, *secrets]:
+        encoded = base64.b64encode(text.encode()).decode()
+        secrets.append(encoded[:40])  # any long piece of the encoding is a leak
+    return secrets
+
+
+ADVERSARIAL = ["reads_solutions", "hook_capture", "writes_outside", "monkeypatch", "exits",
+               "kills_kernel", "floods_output", "rewrites_tests"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", ["wrong", "blank", "tampered", "solution", "hangs_everywhere",
+                                     *ADVERSARIAL])
+def test_feedback_shows_code_scores_and_checks_only(graded, student):
+    report, _, _ = graded
     (page,) = report.result(student).feedback
     assert page == report.feedback_dir / student / FIXTURE / f"{FIXTURE}.html"
-    assert "HIDDEN TESTS" not in page.read_text(encoding="utf-8")
+    raw = page.read_text(encoding="utf-8")
     text = page_text(page)
+    assert "HIDDEN TESTS" not in raw and "HIDDEN TESTS" not in text
+    leaked = [secret for secret in stolen_secrets(Path(report.workdir) / "job-1")
+              if secret in raw or secret in text]
+    assert leaked == []
     assert "Grade cell: test_rf" in text
-    assert "HIDDEN TESTS" not in text
-    for line in hidden_lines(source):
-        assert line not in text, line
+    assert ("What your code printed while it was graded is not shown" in text
+            and "Time limits while grading: 6 s per cell, 12 s for the whole notebook." in text)
+    for printed in ("No such file or directory", "Traceback", "xxxxxxxxxx"):
+        assert printed not in text  # no output at all
+    assert len(raw) < 400_000
     if student == "wrong":
-        assert "AssertionError: a hidden test failed" in text
+        assert "A hidden test failed." in text
     if student == "tampered":  # the restored visible assert fails, and is shown
-        assert "assert receptive_field(1) == 3" in text
-        assert "a hidden test failed" not in text
+        assert "AssertionError\nCheck: assert receptive_field(1) == 3" in text
+        assert "A hidden test failed." not in text
     if student == "blank":
-        assert "NotImplementedError" in text
-        assert "a hidden test failed" not in text  # the visible checks fail first
+        # q1 is undefined: a NameError, not the check's own AssertionError
+        assert "AssertionError: q1 must be a string" not in text
+        assert 'Error while running: assert isinstance(q1, str), "q1 must be a string"' in text
+
+
+@pytest.mark.slow
+def test_hostile_code_is_confined_and_its_output_stays_with_the_instructor(graded):
+    """The attacks really ran: the instructor's copy shows them; the sandbox stopped the reads."""
+    report, _, _ = graded
+    work = report.workdir
+
+    def outputs(student, grade_id):
+        nb = read(work / "autograded" / student / FIXTURE / f"{FIXTURE}.ipynb")
+        cell = nb["cells"][cell_index(nb, grade_id)]
+        return "".join(joined(o.get("text", "")) + o.get("evalue", "") for o in cell["outputs"])
+
+    captured = outputs("hook_capture", "answer_q2")  # the hook saw the hidden tests
+    assert "assert receptive_field(5) == 11" in captured
+    assert not list(work.glob("job-*/outside.txt"))
+    if report.sandbox == "bwrap":
+        assert "could not read ../../../gradebook.db" in outputs("reads_solutions", "answer_q1")
+        assert "No such file or directory" in outputs("reads_solutions", "answer_q1")
+        assert "receptive_field(5) == 11" not in outputs("reads_solutions", "answer_q1")
+    elif report.sandbox == "none":
+        pytest.skip("no sandbox here: " + " ".join(report.sandbox_notes) + f". {INSTALL_HINT}")
 
 
 def test_collect_submissions_layouts_and_messages(tmp_path):

@@ -97,7 +97,7 @@ class Limits:
 
     cell: int
     notebook: int
-    calibrated: bool
+    how: str
 
     def describe(self) -> str:
         return f"{self.cell} s per cell, {self.notebook} s for the whole notebook"
@@ -457,17 +457,15 @@ class _Job:
                 f"--GradingExecute.budget={limits.notebook}",
                 f"--GradingExecute.records_dir={self.folder / RECORDS_DIR}"]
         attempted = set()
-        graded_root = self.folder / AUTOGRADED
 
         def follow(line: str) -> None:
             if "Sanitizing " in line:
                 path = Path(line.split("Sanitizing ", 1)[1].strip())
                 with contextlib.suppress(ValueError):
-                    attempted.add(path.relative_to(self.folder / SUBMITTED).parts[0])
-            elif "Autograding " in line and progress is not None:
-                path = Path(line.split("Autograding ", 1)[1].strip())
-                with contextlib.suppress(ValueError):
-                    progress.step(path.relative_to(graded_root).parent.as_posix())
+                    relative = path.relative_to(self.folder / SUBMITTED)
+                    attempted.add(relative.parts[0])
+                    if progress is not None:
+                        progress.step(relative.parent.as_posix())
 
         code, _ = self.run(args, follow)
         if code != 0:
@@ -495,7 +493,7 @@ def _calibrate(job, assignments, timeout, budget, say) -> tuple[dict, dict]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
     limits, reference = {}, {}
-    first = Limits(timeout or 600, 0, False)
+    first = Limits(timeout or 600, 0, "for the reference run")
     for assignment in assignments:
         say(f"Timing the solutions of {assignment} (the reference run)")
         job.autograde(assignment, [REFERENCE], first, None)
@@ -506,7 +504,10 @@ def _calibrate(job, assignments, timeout, budget, say) -> tuple[dict, dict]:
             total = max(total, sum(c["seconds"] for c in cells))
         cell = timeout or max(30, math.ceil(10 * slowest))
         notebook = budget or max(2 * cell, math.ceil(10 * total))
-        limits[assignment] = Limits(cell, notebook, timeout is None or budget is None)
+        how = {(True, True): "as given", (False, False): "calibrated on the solutions",
+               (True, False): "per cell as given, per notebook calibrated on the solutions",
+               (False, True): "per cell calibrated on the solutions, per notebook as given"}
+        limits[assignment] = Limits(cell, notebook, how[timeout is not None, budget is not None])
     order = _grade_order(assignments)
     names = _columns(order)
     wanted = [(REFERENCE, a) for a in assignments]
@@ -528,9 +529,8 @@ def _write_report(path: Path, report: GradeReport) -> Path:
     else:
         lines += [f"Student code ran in the `{report.sandbox}` sandbox.", ""]
     for assignment, limits in report.limits.items():
-        how = "calibrated on the solutions" if limits.calibrated else "as given"
         score = report.reference.get(assignment)
-        lines.append(f"- {assignment}: time limits {limits.describe()} ({how})"
+        lines.append(f"- {assignment}: time limits {limits.describe()} ({limits.how})"
                      + (f"; the solutions score {_fmt(score[0])}/{_fmt(score[1])}"
                         if score else ""))
         if score and score[0] < score[1]:

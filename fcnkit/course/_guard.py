@@ -96,8 +96,12 @@ class _Recorder:
         self.busy = True
         try:
             record = self.describe(event, args)
-            cell = _execution_count()
-            if record is not None and cell is not None and cell >= 1:  # not kernel start-up
+            cell, by_library = _caller_cell(sys._getframe(1)) if record else (None, False)
+            # A program, a signal or a socket of a library the student merely called
+            # (matplotlib runs fc-list) is not the student's doing; a file outside
+            # the folder is worth a look whoever opens it.
+            if record is not None and cell is not None and not (
+                    by_library and record["kind"] == "process"):
                 record["cell"] = cell
                 os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
         except Exception:  # a broken pipe or odd arguments must not break the kernel
@@ -133,16 +137,25 @@ class _Recorder:
         return {"kind": "file", "what": verb, "detail": outside[0]}
 
 
-def _execution_count():
-    """The execution count of the running cell (None before the shell exists).
+_STDLIB = os.path.dirname(os.__file__)
 
-    IPython counts the cell before running it, so the running cell is one less
-    than the shell's counter.
-    """
+
+def _caller_cell(frame):
+    """(execution count of the innermost notebook cell on the stack, whether code of an
+    installed library stands between it and the event). (None, False) outside cells."""
     shell_module = sys.modules.get("IPython.core.getipython")
     shell = shell_module.get_ipython() if shell_module else None
-    count = getattr(shell, "execution_count", None)
-    return count - 1 if isinstance(count, int) else None
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", {})
+    by_library = False
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name in cells:
+            return cells[name], by_library
+        if not (name == __file__ or name.startswith(_STDLIB + os.sep) and "-packages" not in name
+                or name.startswith("<frozen")):
+            by_library = True
+        frame = frame.f_back
+    return None, False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,9 @@ from fcnkit.course._notebooks import (
 # ----------------------------------------------------------------------------- feedback
 
 
-def failure_message(source: str, line: int | None, hidden: set[int]) -> str:
+def failure_message(
+    source: str, line: int | None, hidden: set[int], assertion: bool = True
+) -> str:
     """The feedback for a failing test cell, from the instructor's source alone.
 
     Args:
@@ -42,6 +44,8 @@ def failure_message(source: str, line: int | None, hidden: set[int]) -> str:
         line: the line of the cell where the error was raised (from the
             traceback; None if unknown).
         hidden: line numbers of the hidden region (markers included).
+        assertion: whether the error was an `AssertionError` (else, say, a
+            `NameError` while the check ran: then the check's message would mislead).
 
     Returns:
         For an `assert` on a visible line: its message as written (an f-string
@@ -70,7 +74,7 @@ def failure_message(source: str, line: int | None, hidden: set[int]) -> str:
     if numbers & hidden:
         return "A hidden test failed."
     text = ast.get_source_segment(source, statement) or lines[line - 1].strip()
-    if isinstance(statement, ast.Assert):
+    if isinstance(statement, ast.Assert) and assertion:
         if statement.msg is None:
             return f"AssertionError\nCheck: {text}"
         return f"AssertionError: {_as_written(source, statement.msg)}\nCheck: {text}"
@@ -266,10 +270,31 @@ def imported_names(sources: list[str]) -> set[str]:
 # ----------------------------------------------------------------------------- review
 
 
-def _label(grade_id: str | None, previous: str | None) -> str:
-    if grade_id:
-        return grade_id
-    return f"extra cell after {previous}" if previous else "extra cell at the top"
+def cell_labels(cells: list, known_ids: set[str] | None = None) -> list[str | None]:
+    """A name for each cell: its grade_id, or "code cell 2 after answer_rf".
+
+    A grade_id that is unknown (`known_ids`) or already seen (a duplicate) does not
+    name a cell: the grader treats such a cell as ordinary code. Markdown cells
+    without a grade_id get None.
+    """
+    labels: list[str | None] = []
+    previous, count, seen = None, 0, set()
+    for cell in cells:
+        cell = cell if isinstance(cell, dict) else {}
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        if grade_id in seen or (known_ids is not None and grade_id not in known_ids):
+            grade_id = None
+        if grade_id:
+            seen.add(grade_id)
+            labels.append(grade_id)
+            previous, count = grade_id, 0
+        elif cell.get("cell_type") == "code":
+            count += 1
+            where = f"after {previous}" if previous else "at the top"
+            labels.append(f"code cell {count} {where}")
+        else:
+            labels.append(None)
+    return labels
 
 
 def _normal(text: str) -> str:
@@ -314,45 +339,34 @@ def _review_cells(submitted, released, known_ids, flag) -> None:
     released_by_grade_id = {
         nbgrader_meta(c)["grade_id"]: c for c in released_cells if nbgrader_meta(c).get("grade_id")
     }
-    seen: set[str] = set()
+    cells = [c for c in submitted["cells"] if isinstance(c, dict)]
+    labels = cell_labels(cells, known_ids)
+    seen = {label for label in labels if label in known_ids}
     other_release = []
-    previous = None
     student_code = []  # (label, source)
-    for cell in submitted["cells"]:
-        if not isinstance(cell, dict):
-            continue
-        meta = nbgrader_meta(cell)
-        grade_id = meta.get("grade_id")
+    for cell, label in zip(cells, labels):
+        grade_id = nbgrader_meta(cell).get("grade_id")
         source = cell_source(cell)
         if grade_id and grade_id not in known_ids:
             other_release.append(grade_id)
-            grade_id = None
-        if grade_id and grade_id in seen:
+        elif grade_id and label != grade_id:
             flag(f"duplicated cell {grade_id} (the first copy was graded)")
-            label = f"copy of {grade_id}"
-            grade_id = None
-        else:
-            label = _label(grade_id, previous)
-        if grade_id:
-            seen.add(grade_id)
-            original = released_by_grade_id.get(grade_id)
-            if original is not None and (meta.get("locked") or is_test_cell(original)):
+        if label in known_ids:
+            original = released_by_grade_id.get(label)
+            if original is not None and (is_test_cell(original) or nbgrader_meta(original).get(
+                    "locked")):
                 if _normal(source) != _normal(cell_source(original)):
                     kind = "test cell" if is_test_cell(original) else "read-only cell"
-                    flag(f"{kind} {grade_id} edited (restored)")
-                continue
-            if is_solution(cell) or is_solution(original or {}):
-                student_code.append((grade_id, source))
-            previous = grade_id
+                    flag(f"{kind} {label} edited (restored)")
+            elif is_solution(cell) or is_solution(original or {}):
+                student_code.append((label, source))
             continue
         if cell.get("cell_type") != "code" or not source.strip():
             continue
-        new = cell.get("id") not in released_ids if cell.get("id") else True
-        if _normal(source) in released_sources:
-            new = False
-        if new:
-            if label.startswith("extra"):  # a copy is already flagged as duplicated
-                flag(label)
+        if (cell.get("id") not in released_ids or not cell.get("id")) and (
+                _normal(source) not in released_sources):
+            if not grade_id:  # a duplicate or another release's cell is flagged as such
+                flag(f"extra {label}")
             student_code.append((label, source))
     for grade_id, original in released_by_grade_id.items():
         locked = nbgrader_meta(original).get("locked")
@@ -360,44 +374,27 @@ def _review_cells(submitted, released, known_ids, flag) -> None:
             kind = "test cell" if is_test_cell(original) else "read-only cell"
             flag(f"{kind} {grade_id} deleted (restored)")
     if other_release:
-        flag(
-            "cells of another release, run as ordinary code: " + ", ".join(other_release)
-        )
+        flag("cells of another release, run as ordinary code: " + ", ".join(other_release))
         missing = [g for g, c in released_by_grade_id.items()
                    if g not in seen and is_solution(c) and not is_test_cell(c)]
         if missing:
             flag("answer cells missing: " + ", ".join(missing))
-    modules = imported_names([cell_source(c) for c in submitted["cells"] if isinstance(c, dict)])
+    modules = imported_names([cell_source(c) for c in cells])
     for label, source in student_code:
         for finding in analyse_code(source, modules).what:
             flag(f"{finding} in {label}")
 
 
-def _cell_labels(graded: dict) -> dict[int, str]:
-    """Execution count -> cell label, from the graded notebook."""
-    labels = {}
-    previous = None
-    for cell in graded["cells"]:
-        grade_id = nbgrader_meta(cell).get("grade_id")
-        count = cell.get("execution_count")
-        if isinstance(count, int):
-            labels[count] = _label(grade_id, previous)
-        if grade_id:
-            previous = grade_id
-    return labels
-
-
 def _review_run(graded, record, events, flag) -> None:
-    labels = _cell_labels(graded)
-    previous = None
-    by_index = {}
-    for index, cell in enumerate(graded["cells"]):
-        grade_id = nbgrader_meta(cell).get("grade_id")
-        by_index[index] = _label(grade_id, previous)
-        if grade_id:
-            previous = grade_id
+    labels = cell_labels(graded["cells"])
+    by_count = {
+        cell.get("execution_count"): label
+        for cell, label in zip(graded["cells"], labels)
+        if isinstance(cell.get("execution_count"), int)
+    }
+    by_index = dict(enumerate(labels))
     for event in events:
-        where = labels.get(event.get("cell"), f"cell run {event.get('cell')}")
+        where = by_count.get(event.get("cell"), f"the cell run as number {event.get('cell')}")
         detail = f" {event['detail']}" if event.get("detail") else ""
         if event.get("kind") == "file":
             flag(f"{event['what']}{detail} (outside its folder) in {where}")
@@ -409,8 +406,8 @@ def _review_run(graded, record, events, flag) -> None:
         where = by_index.get(cell["index"], f"cell {cell['index']}")
         if cell.get("timed_out"):
             flag(f"timeout in {where}")
-        if cell.get("truncated_chars"):
-            flag(f"output of {cell['truncated_chars']} characters cut in {where}")
+        if cell.get("output_cut"):
+            flag(f"output of {cell['output_chars']} characters cut in {where}")
     stopped = record.get("stopped")
     if stopped:
         where = by_index.get(stopped["index"], f"cell {stopped['index']}")

@@ -216,7 +216,8 @@ class GradingExecute(Execute):
       seconds (0: no budget): once the budget is spent, the kernel is stopped
       and the cells left are not run (they score 0), so a function that hangs
       in four cells costs one budget, not four timeouts.
-    - A cell's output is cut after `max_output_chars` characters.
+    - A cell's printed output is cut after `max_output_chars` characters, its
+      figures and other rich outputs after `max_display_chars`.
     - A kernel that dies (`os._exit`, a signal, `exit()`) fails its cell; the
       cells after it are not run, and the rest of the run goes on.
     - After the last cell, a probe checks that a failing check still fails
@@ -224,13 +225,17 @@ class GradingExecute(Execute):
       lists IPython hooks left registered.
     - What happened is written as JSON to
       `records_dir/<student>/<assignment>/<notebook>.json`: per code cell its
-      index, grade_id, seconds, timeout and cut output; why the run stopped;
+      index, grade_id, seconds, timeout, characters of output and whether they
+      were cut; why the run stopped;
       the probe's findings.
     """
 
     budget = Integer(0, help="Seconds for the whole notebook (0: no budget).").tag(config=True)
     max_output_chars = Integer(
-        100_000, help="Characters of output kept per cell while grading."
+        100_000, help="Characters of printed text kept per cell while grading."
+    ).tag(config=True)
+    max_display_chars = Integer(
+        5_000_000, help="Characters of figures and other rich outputs kept per cell."
     ).tag(config=True)
     records_dir = Unicode("", help="Folder for the execution records (empty: none).").tag(
         config=True
@@ -241,9 +246,8 @@ class GradingExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         per_cell = self.timeout
-        started = time.monotonic()
         self._output_chars = {}
-        self._cut_chars = {}
+        self._cut = set()
         record = {"timeout": per_cell, "budget": self.budget, "cells": [], "stopped": None,
                   "probe": None}
         stopped = None
@@ -252,6 +256,7 @@ class GradingExecute(Execute):
                 info = self.wait_for_reply(self.kc.kernel_info())
                 self.nb.metadata["language_info"] = info["content"]["language_info"]
                 baseline = self._hooks()
+                started = time.monotonic()  # the budget counts the cells, not the start-up
                 for index, cell in enumerate(self.nb.cells):
                     if cell.cell_type != "code" or not cell.source.strip():
                         continue
@@ -277,28 +282,32 @@ class GradingExecute(Execute):
                         "seconds": round(time.monotonic() - began, 3),
                         "timed_out": any(o.get("ename") == "CellTimeoutError"
                                          for o in cell.outputs),
-                        "truncated_chars": self._cut_chars.get(index, 0),
+                        "output_chars": sum(self._output_chars.get((index, stream), 0)
+                                            for stream in (True, False)),
+                        "output_cut": index in self._cut,
                     })
                 if stopped is None:
                     record["probe"] = self._probe(baseline)
         finally:
             self.timeout = per_cell
         record["stopped"] = stopped
-        record["seconds"] = round(time.monotonic() - started, 3)
         self.set_widgets_metadata()
         self._write_record(record)
         return self.nb, self.resources
 
     def output(self, outs, msg, display_id, cell_index):
+        stream = msg["msg_type"] == "stream"
+        limit = self.max_output_chars if stream else self.max_display_chars
+        key = (cell_index, stream)
         size = _message_chars(msg)
-        used = self._output_chars.get(cell_index, 0)
-        self._output_chars[cell_index] = used + size
-        if used + size <= self.max_output_chars:
+        used = self._output_chars.get(key, 0)
+        self._output_chars[key] = used + size
+        if used + size <= limit:
             return super().output(outs, msg, display_id, cell_index)
-        self._cut_chars[cell_index] = self._cut_chars.get(cell_index, 0) + size
-        if used < self.max_output_chars and msg["msg_type"] == "stream":
-            msg["content"]["text"] = msg["content"]["text"][: self.max_output_chars - used] + (
-                f"\n[output cut while grading: over {self.max_output_chars} characters]\n"
+        self._cut.add(cell_index)
+        if used < limit and stream:
+            msg["content"]["text"] = msg["content"]["text"][: limit - used] + (
+                f"\n[output cut while grading: over {limit} characters]\n"
             )
             return super().output(outs, msg, display_id, cell_index)
         return None
@@ -307,10 +316,13 @@ class GradingExecute(Execute):
         """Run `code` in the kernel outside the notebook; return (status, stdout)."""
         cell = NotebookNode(cell_type="code", source=code, metadata={}, outputs=[],
                             execution_count=None)
+        self.nb.cells.append(cell)  # nbclient writes the executed cell back at its index
         try:
-            self.execute_cell(cell, len(self.nb.cells), store_history=False)
+            self.execute_cell(cell, len(self.nb.cells) - 1, store_history=False)
         except Exception:  # a dead or stuck kernel: nothing to learn
             return None, ""
+        finally:
+            self.nb.cells.pop()
         status = "error" if any(o.output_type == "error" for o in cell.outputs) else "ok"
         text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
         return status, text
@@ -323,7 +335,7 @@ class GradingExecute(Execute):
             return None
 
     def _probe(self, baseline):
-        status, _ = self._run_quietly("raise AssertionError('fcnkit grading canary')")
+        status, _ = self._run_quietly("assert False, 'fcnkit grading canary'")
         probe = {"canary_failed": None if status is None else status == "error", "hooks": []}
         after = self._hooks()
         if baseline is not None and after is not None:
@@ -351,10 +363,12 @@ _HOOKS_PROBE = """\
 def _fcnkit_hooks():
     import json, sys
     shell = get_ipython()
-    counts = {f"event {k}": len(v) for k, v in shell.events.callbacks.items()}
-    counts["input transformers"] = (len(shell.input_transformers_cleanup)
-                                    + len(shell.input_transformers_post))
-    counts["AST transformers"] = len(shell.ast_transformers)
+    def mine(hooks):  # defined in the notebook, not by a library (matplotlib's figures)
+        return sum(getattr(h, "__module__", None) in (None, "__main__") for h in hooks)
+    counts = {f"event {k}": mine(v) for k, v in shell.events.callbacks.items()}
+    counts["input transformers"] = (mine(shell.input_transformers_cleanup)
+                                    + mine(shell.input_transformers_post))
+    counts["AST transformers"] = mine(shell.ast_transformers)
     counts["custom exception handlers"] = len(shell.custom_exceptions)
     counts["trace function"] = int(sys.gettrace() is not None)
     print(json.dumps(counts))
@@ -415,15 +429,16 @@ class FeedbackOnly(ClearHiddenTests):
             or (o.get("output_type") == "stream" and o.get("name") == "stderr")
             for o in cell.outputs
         )
-        line = None
+        line, assertion = None, True
         for output in cell.outputs:
             if output.get("output_type") == "error":
                 line = _failing_line(_ANSI.sub("", "\n".join(output.get("traceback", []))))
+                assertion = output.get("ename") == "AssertionError"
                 break
         cell.outputs = []
         cell.execution_count = None
         if utils.is_grade(cell) and not utils.is_solution(cell) and failed:
-            message = failure_message(source, line, hidden)
+            message = failure_message(source, line, hidden, assertion)
             cell.outputs = [NotebookNode(output_type="stream", name="stderr", text=message + "\n")]
         regions = split_regions(source, (self.begin_test_delimeter, self.end_test_delimeter))
         if regions.found:
