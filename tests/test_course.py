@@ -832,6 +832,65 @@ def test_hostile_code_is_confined_and_its_output_stays_with_the_instructor(grade
         pytest.skip("no sandbox here: " + " ".join(report.sandbox_notes) + f". {INSTALL_HINT}")
 
 
+SERIAL = ["solution", "wrong", "tampered", "deleted", "old_release", "kills_kernel", "exits",
+          "reads_solutions", "hook_capture"]
+
+
+@pytest.fixture(scope="module")
+def graded_serially_unconfined(graded, tmp_path_factory):
+    """Some of the students again: one job, no sandbox, time limits calibrated."""
+    report, _, submissions = graded
+    tmp = tmp_path_factory.mktemp("serial")
+    for student in SERIAL:
+        shutil.copytree(submissions / "submitted" / student, tmp / "incoming" / student)
+    lines = []
+    serial = course.grade(tmp / "incoming", Path(report.workdir) / "job-1", sandbox="none",
+                          out_csv=tmp / "grades.csv", workdir=tmp / "work", echo=lines.append)
+    return serial, lines
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_scores_of_serial_grading(graded, graded_serially_unconfined):
+    report, _, _ = graded
+    serial, _ = graded_serially_unconfined
+    assert [r.student for r in serial.results] == sorted(SERIAL)
+    for result in serial.results:
+        assert result.scores == report.result(result.student).scores, result.student
+
+
+@pytest.mark.slow
+def test_limits_are_calibrated_on_the_solutions_and_stated_in_feedback(graded_serially_unconfined):
+    serial, lines = graded_serially_unconfined
+    limits = serial.limits[FIXTURE]
+    # the fixture's cells take milliseconds: the floors apply
+    assert (limits.cell, limits.notebook, limits.how) == (30, 60, "calibrated on the solutions")
+    assert serial.reference[FIXTURE] == (5.0, 5.0)
+    assert f"{FIXTURE}: 30 s per cell, 60 s for the whole notebook; the solutions score 5/5" \
+        in lines
+    text = page_text(serial.result("solution").feedback[0])
+    assert "Time limits while grading: 30 s per cell, 60 s for the whole notebook." in text
+
+
+@pytest.mark.slow
+def test_without_a_sandbox_grading_says_so_and_feedback_still_leaks_nothing(
+        graded_serially_unconfined):
+    serial, lines = graded_serially_unconfined
+    assert serial.sandbox == "none"
+    report_text = serial.report_path.read_text(encoding="utf-8")
+    assert report_text.count("Student code ran without a sandbox") == 1
+    assert sum("No sandbox: student code can read the solutions" in line for line in lines) == 1
+    graded = read(serial.workdir / "autograded" / "reads_solutions" / FIXTURE / f"{FIXTURE}.ipynb")
+    printed = "".join(joined(o.get("text", "")) for o in
+                      graded["cells"][cell_index(graded, "answer_q1")]["outputs"])
+    assert "receptive_field(5) == 11" in printed  # unconfined, the read succeeded...
+    feedback = serial.result("reads_solutions").feedback[0]
+    raw, text = feedback.read_text(encoding="utf-8"), page_text(feedback)
+    secrets = stolen_secrets(Path(serial.workdir) / "job-1")
+    assert [secret for secret in secrets if secret in raw or secret in text] == []  # ...unseen
+    assert has_flag(serial.result("reads_solutions").flags,
+                    f"opens {serial.workdir}/job-1/gradebook.db (outside its folder) in answer_q1")
+
+
 def test_collect_submissions_layouts_and_messages(tmp_path):
     assignments = {FIXTURE: [FIXTURES / FIXTURE / f"{FIXTURE}.ipynb"]}
     (tmp_path / "ann").mkdir()
@@ -919,10 +978,23 @@ def test_real_course_solution_copy_full_marks_blank_zero(tmp_path):
         lessons = generated.get(assignment, REPO / "lessons" / assignment)
         for source_path in notebooks:
             lesson = read(lessons / source_path.name)
-            write(fill_from_source(lesson, read(source_path)),
-                  incoming / "solution_copy" / source_path.name)
+            solved = fill_from_source(lesson, read(source_path))
+            write(solved, incoming / "solution_copy" / source_path.name)
             write(lesson, incoming / "blank" / source_path.name)
-    report = course.grade(incoming, root, out_csv=tmp_path / "grades.csv", echo=None)
+            if assignment == "01_image_to_image":  # "returns a Python float" is checked strictly
+                answer = cell_source(solved["cells"][cell_index(solved, "psnr_answer")])
+                assert "return float(" in answer
+                numpy_scalar = answer.replace("return float(", "return np.float64(")
+                set_source(solved, "psnr_answer", numpy_scalar)
+                write(solved, incoming / "float64" / source_path.name)
+    report = course.grade(incoming, root, out_csv=tmp_path / "grades.csv", jobs=2, echo=None)
+    if "01_image_to_image" in REAL_ASSIGNMENTS:
+        result = report.result("float64", "01_image_to_image")
+        assert result.scores["psnr_test"] == 0.0
+        assert result.score == result.max_score - result.max_scores["psnr_test"]
+        assert ("AssertionError: Expected a Python float, got {type(psnr_value).__name__}. NumPy "
+                "scalars such as np.float64 are not Python floats: return float(...).") \
+            in page_text(result.feedback[0])
     for assignment in REAL_ASSIGNMENTS:
         full = report.result("solution_copy", assignment)
         blank = report.result("blank", assignment)
