@@ -12,16 +12,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from fcnkit._validation import validate_option
+from fcnkit._validation import check_positive_int, validate_option
 
 PADDINGS = ("valid", "same")
 
 
-def _check_positive_int(value: int, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
+def _check_size(size, name: str = "size") -> int | None:
+    """A length along one axis: None (unknown) or a positive integer."""
+    return None if size is None else check_positive_int(size, name)
 
 
 def conv_output_size(
@@ -55,12 +53,10 @@ def conv_output_size(
     4
     """
     padding = validate_option(padding, "padding", PADDINGS)
-    for name, value in (
-        ("kernel_size", kernel_size),
-        ("strides", strides),
-        ("dilation_rate", dilation_rate),
-    ):
-        _check_positive_int(value, name)
+    size = _check_size(size)
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
+    strides = check_positive_int(strides, "strides")
+    dilation_rate = check_positive_int(dilation_rate, "dilation_rate")
     if size is None:
         return None
     effective_kernel = dilation_rate * (kernel_size - 1) + 1
@@ -92,8 +88,9 @@ def transposed_conv_output_size(
     9
     """
     padding = validate_option(padding, "padding", PADDINGS)
-    _check_positive_int(kernel_size, "kernel_size")
-    _check_positive_int(strides, "strides")
+    size = _check_size(size)
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
+    strides = check_positive_int(strides, "strides")
     if size is None:
         return None
     if padding == "same":
@@ -132,7 +129,10 @@ def unet_size_trace(
     True
     """
     padding = validate_option(padding, "padding", PADDINGS)
-    _check_positive_int(depth, "depth")
+    size = check_positive_int(size, "size")
+    depth = check_positive_int(depth, "depth")
+    convs_per_block = check_positive_int(convs_per_block, "convs_per_block")
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
     shrink = 0 if padding == "same" else convs_per_block * (kernel_size - 1)
     trace = [size]
     n = size
@@ -212,6 +212,8 @@ def nearest_valid_unet_sizes(
     >>> nearest_valid_unet_sizes(570, depth=4, padding="valid")
     (556, 572)
     """
+    size = check_positive_int(size, "size")
+    depth = check_positive_int(depth, "depth")
     below = next(
         (n for n in range(size, 0, -1) if is_valid_unet_size(n, depth, padding)),
         None,
@@ -233,7 +235,8 @@ def valid_unet_rule(depth: int = 4, padding: str = "same") -> str:
     >>> valid_unet_rule(3, "same")
     'n divisible by 8'
     """
-    period = 2**depth
+    padding = validate_option(padding, "padding", PADDINGS)
+    period = 2 ** check_positive_int(depth, "depth")
     if padding == "same":
         return f"n divisible by {period}"
     smallest = next(n for n in range(1, 100 * period) if is_valid_unet_size(n, depth, padding))
@@ -286,6 +289,10 @@ def check_unet_input_shape(
             "`input_shape` must be (height, width, channels). "
             f"Received: input_shape={input_shape}"
         )
+    depth = check_positive_int(depth, "depth")
+    input_shape = tuple(
+        _check_size(n, f"input_shape[{axis}]") for axis, n in enumerate(input_shape)
+    )
     spatial = input_shape[:2]
     if all(n is None or is_valid_unet_size(n, depth, padding) for n in spatial):
         return tuple(unet_output_size(n, depth, padding) for n in spatial)

@@ -38,10 +38,11 @@ def test_plain_cnn_is_one_convolution_when_there_is_no_hidden_layer_activation()
     "kwargs, message",
     [
         ({"filters": ()}, "`filters` must be a non-empty sequence of positive integers, "
-         "one per hidden convolution. Received: filters=()"),
-        ({"kernel_size": 0}, "`kernel_size` must be a positive integer. Received: kernel_size=0"),
-        ({"filters": (True, 4)}, "`filters` must be a non-empty sequence of positive integers, "
-         "one per hidden convolution. Received: filters=(True, 4)"),
+         "one per hidden convolution. Received: filters=(). Pass e.g. filters=(32, 32)."),
+        ({"kernel_size": 0}, "`kernel_size` must be a positive integer (1 or more). "
+         "Received: kernel_size=0. Pass kernel_size=1 or more."),
+        ({"filters": (4, 0)}, "`filters[1]` must be a positive integer (1 or more). "
+         "Received: filters[1]=0. Pass filters[1]=1 or more."),
         ({"padding": "full"}, '`padding` must be one of "valid", "same". '
          "Received: padding='full'."),
     ],
@@ -129,10 +130,10 @@ def test_stable_layer_names():
          '`unet` with depth=4 and padding="valid" needs height and width n ≡ 12 '
          "(mod 16) and n ≥ 188. Received: input_shape=(570, 570, 1). Pad or crop "
          "to (572, 572) (or crop to (556, 556))."),
-        ({"depth": 0}, "`depth` must be a positive integer. Received: depth=0"),
+        ({"depth": 0}, "`depth` must be a positive integer (1 or more). Received: depth=0. "
+         "Pass depth=1 or more."),
         ({"dropout": 1.0}, "`dropout` must be a number in [0, 1). Received: dropout=1.0"),
         ({"dropout": "0.5"}, "`dropout` must be a number in [0, 1). Received: dropout='0.5'"),
-        ({"batch_norm": "yes"}, "`batch_norm` must be True or False. Received: batch_norm='yes'"),
         ({"upsampling": "transposed"},
          '`upsampling` must be one of "transpose", "nearest", "bilinear". '
          "Received: upsampling='transposed'. Did you mean \"transpose\"?"),
@@ -142,6 +143,46 @@ def test_unet_bad_arguments(kwargs, message):
     with pytest.raises(ValueError) as error:
         models.unet(**kwargs)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: models.unet(batch_norm="yes"),
+         "`batch_norm` must be True or False. Received: batch_norm='yes' of type str. "
+         "Pass batch_norm=True or batch_norm=False."),
+        (lambda: models.unet(depth=True),
+         "`depth` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: depth=True of type bool. Pass a number such as depth=1, not True or False."),
+        (lambda: models.unet(num_classes=2.0),
+         "`num_classes` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: num_classes=2.0 of type float. Pass num_classes=2 (an int, not a float)."),
+        (lambda: models.plain_cnn(filters=(True, 4)),
+         "`filters[0]` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: filters[0]=True of type bool. Pass a number such as filters[0]=1, "
+         "not True or False."),
+        (lambda: models.plain_cnn(output_channels=1.5),
+         "`output_channels` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: output_channels=1.5 of type float. Pass a whole number, "
+         "e.g. output_channels=int(...)."),
+    ],
+)
+def test_wrong_types_are_type_errors(build, message):
+    with pytest.raises(TypeError) as error:
+        build()
+    assert str(error.value) == message
+
+
+def test_numpy_integer_arguments_build_the_same_models():
+    unet = models.unet((None, None, 1), num_classes=np.int64(2), depth=np.int32(2),
+                       filters=np.int64(4))
+    assert unet.count_params() == models.unet((None, None, 1), 2, depth=2,
+                                              filters=4).count_params()
+    assert unet.get_layer("encoder_block2_conv1").filters == 8
+    cnn = models.plain_cnn(filters=(np.int64(4), np.uint8(3)), kernel_size=np.int64(3),
+                           output_channels=np.int16(2))
+    assert [cnn.get_layer(name).filters for name in ("conv1", "conv2", "output")] == [4, 3, 2]
+    assert type(cnn.get_layer("conv1").filters) is int
 
 
 # ------------------------------------------------------------ save and load

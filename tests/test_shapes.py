@@ -1,6 +1,7 @@
 """Shape arithmetic: hand-computed cases, Keras cross-checks and the U-Net rules."""
 
 import keras
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -121,20 +122,46 @@ def test_unet_output_size_error_names_nearest_sizes():
 
 
 @pytest.mark.parametrize(
-    "call, message",
+    "call, error_type, message",
     [
-        (lambda: shapes.conv_output_size(5, 0),
-         "`kernel_size` must be a positive integer. Received: kernel_size=0"),
-        (lambda: shapes.conv_output_size(5, 3, padding="full"),
+        (lambda: shapes.conv_output_size(5, 0), ValueError,
+         "`kernel_size` must be a positive integer (1 or more). Received: kernel_size=0. "
+         "Pass kernel_size=1 or more."),
+        (lambda: shapes.conv_output_size(5, 3, padding="full"), ValueError,
          '`padding` must be one of "valid", "same". Received: padding=\'full\'.'),
-        (lambda: shapes.transposed_conv_output_size(5, 2, strides=-1),
-         "`strides` must be a positive integer. Received: strides=-1"),
-        (lambda: shapes.check_unet_input_shape((64, 64)),
+        (lambda: shapes.transposed_conv_output_size(5, 2, strides=-1), ValueError,
+         "`strides` must be a positive integer (1 or more). Received: strides=-1. "
+         "Pass strides=1 or more."),
+        (lambda: shapes.conv_output_size(5, True), TypeError,
+         "`kernel_size` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: kernel_size=True of type bool. Pass a number such as kernel_size=1, "
+         "not True or False."),
+        (lambda: shapes.conv_output_size(5.0, 3), TypeError,
+         "`size` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: size=5.0 of type float. Pass size=5 (an int, not a float)."),
+        (lambda: shapes.unet_output_size(0), ValueError,
+         "`size` must be a positive integer (1 or more). Received: size=0. "
+         "Pass size=1 or more."),
+        (lambda: shapes.is_valid_unet_size(64, depth=2.0), TypeError,
+         "`depth` must be a positive integer (a Python int or a NumPy integer). "
+         "Received: depth=2.0 of type float. Pass depth=2 (an int, not a float)."),
+        (lambda: shapes.check_unet_input_shape((64, 64)), ValueError,
          "`input_shape` must be (height, width, channels). "
          "Received: input_shape=(64, 64)"),
+        (lambda: shapes.check_unet_input_shape((64, -64, 1)), ValueError,
+         "`input_shape[1]` must be a positive integer (1 or more). "
+         "Received: input_shape[1]=-64. Pass input_shape[1]=1 or more."),
     ],
 )
-def test_bad_arguments(call, message):
-    with pytest.raises(ValueError) as error:
+def test_bad_arguments(call, error_type, message):
+    with pytest.raises(error_type) as error:
         call()
     assert str(error.value) == message
+
+
+def test_numpy_integers_are_sizes_like_ints():
+    size, depth = np.int64(572), np.int32(4)
+    assert shapes.unet_output_size(size, depth, "valid") == 388
+    assert type(shapes.conv_output_size(size, np.uint8(3))) is int
+    assert shapes.nearest_valid_unet_sizes(np.int16(250), depth) == (240, 256)
+    assert shapes.check_unet_input_shape((size, None, np.int64(1)), depth, "valid") == (388, None)

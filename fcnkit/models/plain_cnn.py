@@ -2,7 +2,7 @@
 
 import keras
 
-from fcnkit._validation import validate_option
+from fcnkit._validation import check_positive_int, validate_option
 from fcnkit.shapes import PADDINGS
 
 
@@ -41,8 +41,10 @@ def plain_cnn(
         `output`.
 
     Raises:
-        ValueError: for an empty `filters`, a non-positive size, or an unknown
-            `padding`.
+        TypeError: for a count or size that is not an integer (a `bool`, a
+            float).
+        ValueError: for an empty `filters`, a count or size below 1, or an
+            unknown `padding`.
 
     Example:
 
@@ -59,22 +61,17 @@ def plain_cnn(
     """
     padding = validate_option(padding, "padding", PADDINGS)
     filters = tuple(filters)
-    if not filters or any(
-        not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in filters
-    ):
+    if not filters:
         raise ValueError(
             "`filters` must be a non-empty sequence of positive integers, one "
-            f"per hidden convolution. Received: filters={filters}"
+            f"per hidden convolution. Received: filters={filters}. Pass e.g. "
+            "filters=(32, 32)."
         )
-    for arg_name, value in (
-        ("output_channels", output_channels),
-        ("kernel_size", kernel_size),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"`{arg_name}` must be a positive integer. "
-                f"Received: {arg_name}={value!r}"
-            )
+    filters = tuple(
+        check_positive_int(count, f"filters[{index}]") for index, count in enumerate(filters)
+    )
+    output_channels = check_positive_int(output_channels, "output_channels")
+    kernel_size = check_positive_int(kernel_size, "kernel_size")
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for index, count in enumerate(filters, start=1):

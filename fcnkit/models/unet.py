@@ -2,7 +2,7 @@
 
 import keras
 
-from fcnkit._validation import validate_option
+from fcnkit._validation import check_bool, check_positive_int, validate_option
 from fcnkit.layers import CropToMatch2D
 from fcnkit.shapes import PADDINGS, check_unet_input_shape
 
@@ -94,6 +94,8 @@ def unet(
         `output_activation`.
 
     Raises:
+        TypeError: for a count that is not an integer, or a `batch_norm` that
+            is not a bool.
         ValueError: for an invalid input size (the message names the nearest
             valid sizes) or any invalid argument.
 
@@ -115,23 +117,16 @@ def unet(
     """
     padding = validate_option(padding, "padding", PADDINGS)
     upsampling = validate_option(upsampling, "upsampling", UPSAMPLINGS)
-    for arg_name, value in (("num_classes", num_classes), ("depth", depth),
-                            ("filters", filters)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(
-                f"`{arg_name}` must be a positive integer. "
-                f"Received: {arg_name}={value!r}"
-            )
+    num_classes = check_positive_int(num_classes, "num_classes")
+    depth = check_positive_int(depth, "depth")
+    filters = check_positive_int(filters, "filters")
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not (
         0.0 <= dropout < 1.0
     ):
         raise ValueError(
             f"`dropout` must be a number in [0, 1). Received: dropout={dropout!r}"
         )
-    if not isinstance(batch_norm, bool):
-        raise ValueError(
-            f"`batch_norm` must be True or False. Received: batch_norm={batch_norm!r}"
-        )
+    batch_norm = check_bool(batch_norm, "batch_norm")
     check_unet_input_shape(input_shape, depth=depth, padding=padding)
     if output_activation == "auto":
         output_activation = "sigmoid" if num_classes == 1 else "softmax"
