@@ -1,5 +1,6 @@
-"""Dice and Jaccard on sets: hand-computed values and the lecture's properties."""
+"""Dice and Jaccard on sets (hand-computed values, the lecture's properties) and PSNR."""
 
+import keras
 import numpy as np
 import pytest
 from hypothesis import given
@@ -52,3 +53,67 @@ def test_shape_mismatch():
         "`y_true` and `y_pred` must have the same shape. "
         "Received: y_true.shape=(2, 3), y_pred.shape=(3, 2)"
     )
+
+
+# -------------------------------------------------------------------- PSNR
+
+# (target, prediction, data_range, dB), by hand: 10 log10(r² / MSE).
+PSNR_CASES = [
+    (np.zeros(4), np.full(4, 0.1), 1.0, 20.0),  # MSE 0.01
+    (np.zeros(2), np.array([0.0, 0.2]), 1.0, 10 * np.log10(50)),  # MSE (0 + 0.04) / 2
+    (np.zeros((2, 2)), np.full((2, 2), 2.55), 255, 40.0),  # uint8 range: 255² / 2.55²
+    (np.ones(3), np.ones(3) * 0.9, 0.5, 10 * np.log10(0.25 / 0.01)),
+]
+
+
+@pytest.mark.parametrize("target, prediction, data_range, expected", PSNR_CASES)
+def test_psnr_by_hand(target, prediction, data_range, expected):
+    value = metrics.psnr(target, prediction, data_range)
+    assert type(value) is float
+    assert value == pytest.approx(expected, abs=1e-9)
+
+
+def test_psnr_of_equal_images_is_infinite():
+    assert metrics.psnr(np.ones((3, 3)), np.ones((3, 3))) == float("inf")
+
+
+def test_psnr_matches_numpy_and_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(0)
+    target = rng.random((2, 17, 9, 3)).astype("float32")
+    prediction = np.clip(target + rng.normal(0, 0.05, target.shape), 0, 1).astype("float32")
+    mse = np.mean((target.astype("float64") - prediction.astype("float64")) ** 2)
+    value = metrics.psnr(target, prediction)
+    assert value == pytest.approx(10 * np.log10(1 / mse), abs=1e-9)
+    # scikit-image sums in float32 for float32 inputs: agreement to 1e-6 dB.
+    assert value == pytest.approx(
+        peak_signal_noise_ratio(target, prediction, data_range=1.0), abs=1e-6)
+    # Keras tensors give the same value.
+    assert metrics.psnr(keras.ops.convert_to_tensor(target),
+                        keras.ops.convert_to_tensor(prediction)) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("target_shape, prediction_shape",
+                         [((2, 2), (2,)), ((1, 4), (4,)), ((4, 4, 1), (4, 4))])
+def test_psnr_never_broadcasts(target_shape, prediction_shape):
+    with pytest.raises(ValueError) as error:
+        metrics.psnr(np.zeros(target_shape), np.zeros(prediction_shape))
+    assert str(error.value) == (
+        "`y_true` and `y_pred` must have the same shape (PSNR does not broadcast). "
+        f"Received: y_true.shape={target_shape}, y_pred.shape={prediction_shape}. "
+        "Compare the same images with the same channels."
+    )
+
+
+def test_psnr_bad_range_and_empty_arrays():
+    with pytest.raises(ValueError) as error:
+        metrics.psnr(np.zeros(2), np.ones(2), data_range=0)
+    assert str(error.value) == (
+        "`data_range` must be a finite number > 0. Received: data_range=0. "
+        "Pass a positive number such as data_range=0.001."
+    )
+    with pytest.raises(TypeError):
+        metrics.psnr(np.zeros(2), np.ones(2), data_range=True)
+    with pytest.raises(ValueError, match="must not be empty"):
+        metrics.psnr(np.zeros(0), np.zeros(0))
