@@ -23,7 +23,9 @@ def _train_parser(subparsers):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default="runs/train", help="output folder")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the last checkpoint in --out")
+                        help="continue the run in --out from its last checkpoint, up to "
+                        "--epochs in total; every other option must be the run's (a "
+                        "changed one is refused, naming both values)")
     parser.add_argument("--crop-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=25)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             filters=args.filters, batch_norm=args.batch_norm, seed=args.seed,
             verbose=args.verbose,
         )
-    except ValueError as error:
+    except (TypeError, ValueError) as error:  # options checked before anything is written
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))

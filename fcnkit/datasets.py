@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from fcnkit._validation import validate_option
+from fcnkit._validation import check_non_negative_int, validate_option
 
 # Constants of the derived datasets (documented in data/README.md).
 NUCLEI_TEST_ROWS = 128  # the bottom 128 rows of ihc.png are the test region
@@ -26,15 +26,47 @@ TEXT_NOISE_STD = 0.02
 TEXT_NOISE_SEED = 0
 
 
+KINDS = ("segmentation", "restoration")
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset holds: shapes, value ranges and the split."""
+    """What a dataset holds: its kind of task, shapes, value ranges and the split.
+
+    Attributes:
+        name: the name `load` takes.
+        task: the task in words.
+        kind: `"segmentation"` (targets are binary masks) or `"restoration"`
+            (targets are images). `fcnkit.training` picks the loss, the output
+            activation and the held-out scores from it.
+        source: where the images come from.
+        split: how train and test are made, in words.
+        train_shape: shape of the training images `(count, height, width,
+            channels)`, known without loading them (options are checked
+            against it before anything is built).
+        test_shape: shape of the test images.
+        target_channels: channels of the targets.
+        builder: function that builds `(x_train, y_train), (x_test, y_test)`.
+
+    Example:
+
+    >>> info = DATASETS["nuclei"]
+    >>> info.kind, info.train_shape, info.target_channels
+    ('segmentation', (1, 384, 512, 3), 1)
+    """
 
     name: str
     task: str
+    kind: str
     source: str
     split: str
+    train_shape: tuple[int, int, int, int]
+    test_shape: tuple[int, int, int, int]
+    target_channels: int
     builder: Callable[[], tuple]
+
+    def __post_init__(self):
+        validate_option(self.kind, "kind", KINDS)
 
 
 def _ihc_image() -> np.ndarray:
@@ -115,6 +147,7 @@ def blur_and_noise(
     """
     from scipy import ndimage
 
+    seed = check_non_negative_int(seed, "seed")
     blurred = ndimage.gaussian_filter(image.astype("float64"), sigma, mode="reflect")
     noise = np.random.default_rng(seed).normal(0.0, noise_std, image.shape)
     return np.clip(blurred + noise, 0.0, 1.0).astype("float32")
@@ -135,23 +168,31 @@ DATASETS = {
     "nuclei": DatasetInfo(
         name="nuclei",
         task="binary segmentation of cell nuclei",
+        kind="segmentation",
         source="scikit-image data/ihc.png (immunohistochemistry, 512×512 RGB)",
         split=(
             "train: rows 0-383 (1, 384, 512, 3); test: rows 384-511 "
             "(1, 128, 512, 3); masks (…, 1) uint8 in {0, 1}, derived by "
             "colour deconvolution + threshold + morphology"
         ),
+        train_shape=(1, 384, 512, 3),
+        test_shape=(1, 128, 512, 3),
+        target_channels=1,
         builder=_build_nuclei,
     ),
     "text_deblur": DatasetInfo(
         name="text_deblur",
         task="deblurring of text (blurred + noisy -> sharp)",
+        kind="restoration",
         source="scikit-image data/page.png (train) and data/text.png (test)",
         split=(
             "train: page.png (1, 191, 384, 1); test: text.png (1, 172, 448, 1); "
             f"inputs blurred with a Gaussian of sigma {TEXT_BLUR_SIGMA} plus "
             f"Gaussian noise of std {TEXT_NOISE_STD}; float32 in [0, 1]"
         ),
+        train_shape=(1, 191, 384, 1),
+        test_shape=(1, 172, 448, 1),
+        target_channels=1,
         builder=_build_text_deblur,
     ),
 }

@@ -26,7 +26,16 @@ def test_train_then_resume(tmp_path):
     second = run_cli("train", "--epochs", "3", "--resume", *common)
     assert second.returncode == 0, second.stderr
     assert "Epoch 3/3" in second.stdout and "Epoch 1/3" not in second.stdout
-    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_from_epoch"] == 2
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 2 and metrics["schedule_epochs"] == 2
+
+    changed = run_cli("train", "--epochs", "4", "--resume", "--learning-rate", "0.001", *common)
+    assert changed.returncode == 2
+    assert changed.stderr.strip().endswith(
+        f"error: `resume=True` continues the run in {tmp_path}, which was trained with other "
+        "settings: learning_rate=0.002 in the run, 0.001 in this call. Resume with the run's "
+        "settings, or train into another folder."
+    )
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
@@ -36,4 +45,4 @@ def test_unknown_dataset_is_a_clear_error(tmp_path):
         'error: `dataset` must be one of "nuclei", "text_deblur". '
         "Received: dataset='nucleii'. Did you mean \"nuclei\"?"
     )
-    assert not (tmp_path / "metrics.json").exists()
+    assert list(tmp_path.iterdir()) == []

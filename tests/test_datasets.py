@@ -78,3 +78,30 @@ def test_unknown_dataset():
         '`name` must be one of "nuclei", "text_deblur". Received: name=\'nucleus\'. '
         'Did you mean "nuclei"?'
     )
+
+
+@pytest.mark.parametrize("name", ["nuclei", "text_deblur"])
+def test_descriptions_give_the_shapes_without_loading(name, request):
+    (x_train, y_train), (x_test, y_test) = request.getfixturevalue(
+        "nuclei" if name == "nuclei" else "text")
+    info = datasets.DATASETS[name]
+    assert info.name == name and info.kind in datasets.KINDS
+    assert x_train.shape == info.train_shape and x_test.shape == info.test_shape
+    assert y_train.shape[-1] == y_test.shape[-1] == info.target_channels
+    # Segmentation targets are binary masks; restoration targets are images.
+    binary = set(np.unique(y_test).tolist()) <= {0, 1}
+    assert binary is (info.kind == "segmentation")
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match='`kind` must be one of "segmentation", "restoration"'):
+        datasets.DatasetInfo(name="x", task="x", kind="counting", source="x", split="x",
+                             train_shape=(1, 8, 8, 1), test_shape=(1, 8, 8, 1),
+                             target_channels=1, builder=lambda: None)
+
+
+def test_noise_seed_is_checked():
+    with pytest.raises(TypeError, match="`seed` must be an integer >= 0"):
+        datasets.blur_and_noise(np.zeros((4, 4)), seed=1.5)
+    np.testing.assert_array_equal(datasets.blur_and_noise(np.zeros((4, 4)), seed=np.int64(3)),
+                                  datasets.blur_and_noise(np.zeros((4, 4)), seed=3))

@@ -1,0 +1,244 @@
+"""`train`: one training run, from its settings to its report.
+
+`train` reads as its steps: check the settings, open the run (new or
+resumed), build or load the model, make the data, fit, evaluate, report. What
+the dataset implies (loss, output, scores) comes from `tasks`, the checkpoints
+from `checkpoint`, the device from `device`.
+
+Lesson: ``01_image_to_image``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import keras
+
+from fcnkit import datasets, models, plotting
+from fcnkit._validation import check_bool, check_non_negative_int, check_path
+from fcnkit.training import checkpoint, device, tasks
+from fcnkit.training.data import held_out_region, predict_image, training_stream
+from fcnkit.training.settings import FINAL_LEARNING_RATE_FRACTION, TrainSettings
+
+VERBOSITIES = (0, 1, 2)
+
+
+def train(
+    dataset="nuclei",
+    model="unet",
+    epochs=10,
+    out="runs/train",
+    resume=False,
+    crop_size=128,
+    batch_size=8,
+    steps_per_epoch=25,
+    learning_rate=2e-3,
+    depth=3,
+    filters=16,
+    batch_norm=False,
+    seed=0,
+    verbose=1,
+):
+    """Train a model on a bundled dataset and write the results to `out`.
+
+    Writes `out/model.keras` (the final model), `out/history.csv` (one row per
+    epoch), `out/metrics.json` (held-out scores: Dice and Jaccard for
+    segmentation, PSNR for restoration, plus the settings and the device),
+    `out/report.png`, and `out/checkpoint.keras` after every epoch (the model,
+    its optimizer and the run's record in one file, see
+    `fcnkit.training.checkpoint`). On a GPU it uses mixed precision.
+
+    With `resume=True` the run in `out` goes on from its last checkpoint (model,
+    optimizer, epoch count) with the crops that follow those it has seen, up to
+    `epochs` in total. Every other setting, and the backend and precision, must
+    be the run's: a changed one is refused, and the message names it with both
+    values. The learning-rate schedule is the run's, planned over the epochs
+    it was started with: resuming an interrupted run continues it exactly;
+    asking for more epochs than planned trains the extra epochs at the final
+    rate, a tenth of `learning_rate` (`metrics.json` gives `schedule_epochs`).
+
+    Args:
+        dataset: `"nuclei"` (segmentation) or `"text_deblur"` (restoration).
+        model: `"unet"` or `"plain_cnn"`.
+        epochs: int, total number of epochs (with `resume`, including those
+            already done).
+        out: output folder.
+        resume: bool, continue the run in `out` instead of starting again.
+        crop_size: int, side of the random training crops.
+        batch_size: int, crops per batch.
+        steps_per_epoch: int, batches per epoch.
+        learning_rate: float, initial Adam learning rate; it decays along a
+            cosine to a tenth of its value at the last planned step.
+        depth: int, U-Net depth, or number of hidden layers of `plain_cnn`.
+        filters: int, filters of the first level (U-Net) or of every layer.
+        batch_norm: bool, batch normalisation in the U-Net. Off by default:
+            with few, small batches its moving statistics lag behind the
+            weights and the held-out scores suffer.
+        seed: int >= 0, seed of the weights and of the crops.
+        verbose: 0, 1 (progress bars) or 2 (one line per epoch).
+
+    Returns:
+        The metrics dict written to `metrics.json`.
+
+    Raises:
+        TypeError: for an option of the wrong type (a count that is not an
+            integer, a flag that is not a bool), checked before anything is
+            written.
+        ValueError: for unknown names or invalid sizes (checked before anything
+            is written), or `resume=True` without a checkpoint, with other
+            settings than the run it continues, or with no epoch left to do.
+    """
+    settings = TrainSettings(
+        dataset=dataset, model=model, epochs=epochs, crop_size=crop_size,
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+        learning_rate=learning_rate, depth=depth, filters=filters,
+        batch_norm=batch_norm, seed=seed,
+    )
+    out = check_path(out, "out")
+    resume = check_bool(resume, "resume")
+    verbose = _check_verbose(verbose)
+    task = tasks.task_for(settings.dataset)
+
+    run = checkpoint.open_run(out, settings, device.environment(), resume)
+    network = _model(run, task)
+
+    (x_train, y_train), (x_test, y_test) = datasets.load(settings.dataset)
+    training_data = training_stream(x_train, y_train, settings, run.epochs_done)
+    validation = held_out_region(x_test, y_test, settings.multiple)
+    seconds = _fit(network, run, settings, training_data, validation, verbose)
+    network.save(run.directory / "model.keras")
+
+    prediction = predict_image(network, x_test, settings.multiple)
+    scores = task.evaluate(x_test, y_test, prediction)
+    result = _result(run, settings, network, seconds, scores)
+    _report(run, settings, task, result, x_test[0], y_test[0], prediction[0])
+    return result
+
+
+def _check_verbose(verbose):
+    verbose = check_non_negative_int(verbose, "verbose")
+    if verbose not in VERBOSITIES:
+        raise ValueError(
+            "`verbose` must be 0 (silent), 1 (progress bars) or 2 (one line per "
+            f"epoch). Received: verbose={verbose}. Pass one of 0, 1, 2."
+        )
+    return verbose
+
+
+def _unet(settings, task, input_channels, output_channels):
+    return models.unet(
+        (None, None, input_channels), num_classes=output_channels, depth=settings.depth,
+        filters=settings.filters, batch_norm=settings.batch_norm,
+        output_activation=task.output_activation,
+    )
+
+
+def _plain_cnn(settings, task, input_channels, output_channels):
+    return models.plain_cnn(
+        (None, None, input_channels), output_channels=output_channels,
+        filters=(settings.filters,) * settings.depth,
+        output_activation=task.output_activation,
+    )
+
+
+# settings.model -> builder(settings, task, input_channels, output_channels)
+BUILDERS = {"unet": _unet, "plain_cnn": _plain_cnn}
+
+
+def build_model(settings: TrainSettings, task: tasks.Task, input_channels: int,
+                output_channels: int):
+    """The compiled model of a new run: architecture, loss and schedule.
+
+    Adam with a cosine decay to a tenth of the learning rate over the planned
+    steps: the last epochs settle instead of oscillating, so the final model is
+    a good one.
+
+    Example:
+
+    >>> settings = TrainSettings(dataset="text_deblur", model="plain_cnn", depth=1,
+    ...                          filters=4, epochs=2, steps_per_epoch=5)
+    >>> network = build_model(settings, tasks.task_for("text_deblur"), 1, 1)
+    >>> network.loss, network.layers[-1].activation.__name__
+    ('mean_absolute_error', 'linear')
+    >>> float(keras.ops.convert_to_numpy(network.optimizer.learning_rate))
+    0.002
+    """
+    network = BUILDERS[settings.model](settings, task, input_channels, output_channels)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        settings.learning_rate, decay_steps=settings.schedule_steps,
+        alpha=FINAL_LEARNING_RATE_FRACTION,
+    )
+    network.compile(optimizer=keras.optimizers.Adam(schedule), loss=task.loss)
+    return network
+
+
+def _model(run: checkpoint.Run, task: tasks.Task):
+    """Build the model of a new run, or load the checkpoint of a resumed one.
+
+    Layers take their dtypes (mixed precision on a GPU) when they are created
+    or loaded; the caller's policy is restored afterwards.
+    """
+    info = datasets.DATASETS[run.settings.dataset]
+    keras.utils.set_random_seed(run.settings.seed)  # the initial weights
+    with device.dtype_policy(run.environment["mixed_precision"]):
+        if run.resumed:
+            return run.load_model()
+        return build_model(run.settings, task, info.train_shape[-1], info.target_channels)
+
+
+def _fit(network, run, settings, training_data, validation, verbose) -> float:
+    """Fit from the run's epoch up to `settings.epochs`; the seconds it took."""
+    started = time.perf_counter()
+    network.fit(
+        training_data,
+        epochs=settings.epochs,
+        initial_epoch=run.epochs_done,
+        steps_per_epoch=settings.steps_per_epoch,
+        validation_data=validation,
+        callbacks=[
+            keras.callbacks.CSVLogger(str(run.directory / checkpoint.HISTORY),
+                                      append=run.resumed),
+            run.callback(),
+        ],
+        shuffle=False,  # the crops are already random
+        verbose=verbose,
+    )
+    return time.perf_counter() - started
+
+
+def _result(run, settings, network, seconds, scores) -> dict:
+    return {
+        "dataset": settings.dataset,
+        "model": settings.model,
+        "epochs": settings.epochs,
+        "resumed_from_epoch": run.epochs_done,
+        "schedule_epochs": run.settings.epochs,
+        "parameters": int(network.count_params()),
+        "train_seconds": round(seconds, 1),
+        "device": "gpu" if run.environment["mixed_precision"] else "cpu",
+        "backend": run.environment["backend"],
+        "mixed_precision": run.environment["mixed_precision"],
+        "settings": settings.as_dict(),
+        **scores,
+    }
+
+
+def _report(run, settings, task, result, image, truth, prediction) -> None:
+    """Write metrics.json and report.png."""
+    (run.directory / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    plotting.training_report(
+        image, truth, task.shown_prediction(prediction),
+        _read_history(run.directory / checkpoint.HISTORY),
+        path=run.directory / "report.png",
+        title=f"{settings.model} on {settings.dataset}, held-out data: "
+        f"{task.summary(result)}",
+    )
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}

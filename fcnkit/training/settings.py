@@ -1,0 +1,212 @@
+"""The settings of a training run: one frozen, validated object.
+
+`TrainSettings` holds every option that shapes training. It checks them all
+when it is made (before anything is written to disk), is what a checkpoint
+records, and tells a resumed run what changed with `diff`.
+
+Lesson: ``01_image_to_image``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fcnkit._validation import (
+    check_bool,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+    validate_option,
+)
+
+MODELS = ("unet", "plain_cnn")
+
+# The cosine schedule decays to this fraction of the learning rate.
+FINAL_LEARNING_RATE_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every option that shapes a training run, checked when it is made.
+
+    Names are lower-cased, counts become Python ints and the learning rate a
+    Python float, so two settings compare equal whatever types the caller
+    used, and they are written to JSON as they are.
+
+    The learning rate decays along a cosine from `learning_rate` to a tenth of
+    it over `epochs * steps_per_epoch` steps: `epochs` is the run's plan. A
+    resumed run keeps the schedule of the run it continues (it is saved with
+    the optimizer in the checkpoint): asked for more epochs than planned, it
+    trains the extra epochs at the final rate, a tenth of `learning_rate`.
+
+    Args:
+        dataset: `"nuclei"` (segmentation) or `"text_deblur"` (restoration),
+            see `fcnkit.datasets.DATASETS`.
+        model: `"unet"` or `"plain_cnn"`.
+        epochs: int, planned number of epochs (the length of the schedule).
+        crop_size: int, side of the random training crops; at most the
+            smallest side of the training images, and a multiple of
+            `2**depth` for a U-Net.
+        batch_size: int, crops per batch.
+        steps_per_epoch: int, batches per epoch.
+        learning_rate: float > 0, initial Adam learning rate.
+        depth: int, U-Net depth, or number of hidden layers of `plain_cnn`.
+        filters: int, filters of the first level (U-Net) or of every layer.
+        batch_norm: bool, batch normalisation in the U-Net.
+        seed: int >= 0, seed of the weights and of the crops.
+
+    Raises:
+        TypeError: for a count that is not an integer (Python or NumPy), a
+            learning rate that is not a number, or a `batch_norm` that is not
+            a bool.
+        ValueError: for an unknown dataset or model, a count below 1, or a
+            crop size that the dataset or the U-Net cannot take.
+
+    Example:
+
+    >>> settings = TrainSettings(dataset="Nuclei", epochs=np.int64(4), crop_size=64)
+    >>> settings.dataset, settings.epochs, type(settings.epochs).__name__
+    ('nuclei', 4, 'int')
+    >>> settings.diff(dataclasses.replace(settings, learning_rate=1e-3, seed=1))
+    {'learning_rate': (0.002, 0.001), 'seed': (0, 1)}
+    >>> TrainSettings(crop_size=100, depth=3)
+    Traceback (most recent call last):
+    ...
+    ValueError: `crop_size` must be divisible by 2**depth=8 for a U-Net of depth 3. ...
+    """
+
+    dataset: str = "nuclei"
+    model: str = "unet"
+    epochs: int = 10
+    crop_size: int = 128
+    batch_size: int = 8
+    steps_per_epoch: int = 25
+    learning_rate: float = 2e-3
+    depth: int = 3
+    filters: int = 16
+    batch_norm: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        from fcnkit import datasets
+
+        checked = {
+            "dataset": validate_option(self.dataset, "dataset", tuple(datasets.DATASETS)),
+            "model": validate_option(self.model, "model", MODELS),
+            **{
+                name: check_positive_int(getattr(self, name), name)
+                for name in ("epochs", "crop_size", "batch_size", "steps_per_epoch",
+                             "depth", "filters")
+            },
+            "learning_rate": check_positive_float(self.learning_rate, "learning_rate"),
+            "batch_norm": check_bool(self.batch_norm, "batch_norm"),
+            "seed": check_non_negative_int(self.seed, "seed"),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        self._check_sizes(datasets.DATASETS[self.dataset])
+
+    def _check_sizes(self, info):
+        """The crop must fit the training images and the network."""
+        from fcnkit import shapes
+
+        smallest_side = min(info.train_shape[1:3])
+        if self.crop_size > smallest_side:
+            raise ValueError(
+                f"`crop_size` must be at most the smallest side of the {self.dataset} "
+                f"training images ({smallest_side} pixels). "
+                f"Received: crop_size={self.crop_size}. Use {smallest_side} or less."
+            )
+        if self.model != "unet":
+            return
+        if self.crop_size % 2**self.depth:
+            below, above = shapes.nearest_valid_unet_sizes(self.crop_size, self.depth, "same")
+            nearest = f"{below} or {above}" if below else f"{above}"
+            raise ValueError(
+                f"`crop_size` must be divisible by 2**depth={2**self.depth} for a U-Net "
+                f"of depth {self.depth}. Received: crop_size={self.crop_size}. "
+                f"Use {nearest}."
+            )
+        test_side = min(info.test_shape[1:3])
+        if 2**self.depth > test_side:
+            deepest = test_side.bit_length() - 1
+            raise ValueError(
+                f"A U-Net of depth {self.depth} needs held-out images of at least "
+                f"2**depth={2**self.depth} pixels a side, but the {self.dataset} test "
+                f"images have a side of {test_side}. Received: depth={self.depth}. "
+                f"Use depth={deepest} or less."
+            )
+
+    @property
+    def multiple(self) -> int:
+        """The number height and width must be multiples of (the total stride).
+
+        Example:
+
+        >>> TrainSettings(depth=3).multiple, TrainSettings(model="plain_cnn").multiple
+        (8, 1)
+        """
+        return 2**self.depth if self.model == "unet" else 1
+
+    @property
+    def schedule_steps(self) -> int:
+        """Steps over which the learning rate decays: `epochs * steps_per_epoch`."""
+        return self.epochs * self.steps_per_epoch
+
+    def as_dict(self) -> dict:
+        """The settings as a JSON-ready dict, in field order.
+
+        Example:
+
+        >>> list(TrainSettings().as_dict())[:3]
+        ['dataset', 'model', 'epochs']
+        """
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainSettings:
+        """Settings from a dict written by `as_dict` (checked again).
+
+        Missing names take their defaults, so a record written before a
+        setting existed reads as the default it was trained with.
+
+        Raises:
+            ValueError: for a name that is not a setting.
+
+        Example:
+
+        >>> TrainSettings.from_dict({"dataset": "text_deblur", "model": "plain_cnn"}).model
+        'plain_cnn'
+        """
+        names = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(
+                f"Unknown training settings: {', '.join(unknown)}. Expected names among "
+                f"{', '.join(names)}. Received: {values!r}. Was it written by a newer "
+                "fcnkit? Use that version, or train into another folder."
+            )
+        return cls(**values)
+
+    def diff(self, other: TrainSettings) -> dict[str, tuple]:
+        """The settings that differ, as `{name: (value here, value in other)}`.
+
+        Example:
+
+        >>> TrainSettings().diff(TrainSettings(depth=2))
+        {'depth': (3, 2)}
+        >>> TrainSettings().diff(TrainSettings())
+        {}
+        """
+        if not isinstance(other, TrainSettings):
+            raise TypeError(
+                "`other` must be a TrainSettings. Received: "
+                f"other={other!r} of type {type(other).__name__}. "
+                "Build one with TrainSettings.from_dict(...)."
+            )
+        return {
+            field.name: (getattr(self, field.name), getattr(other, field.name))
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(other, field.name)
+        }
