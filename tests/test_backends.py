@@ -21,6 +21,9 @@ So the training batch is drawn again until every ReLU input and every
 max-pooling runner-up is at least `KINK_MARGIN` away from the kink (the two
 backends round differently by ~1e-7 to 1e-6).
 
+The package's doctests also run under JAX (`test_doctests_pass_on_jax`): every
+example in `fcnkit/` (the course tools aside) must work on both backends.
+
 The `.keras` round trip of the models is tested in `test_models.py`.
 """
 
@@ -31,6 +34,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -38,6 +42,8 @@ import pytest
 
 import fcnkit.models
 from fcnkit.shapes import is_valid_unet_size
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -200,9 +206,22 @@ def _training_batch(model, input_shape, rng):
     pytest.fail(f"no random batch out of 100 keeps {KINK_MARGIN} away from every ReLU kink")
 
 
+def jax_environment():
+    """Environment of a subprocess on the JAX backend, CPU only."""
+    return dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
+                TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
+                # XLA compiles every initializer and step; on a CPU its optimising
+                # passes cost ~5x more than they save on these tiny models.
+                XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""),
+                                    "--xla_backend_optimization_level=0",
+                                    "--xla_llvm_disable_expensive_passes=true"]).strip())
+
+
 @pytest.fixture(scope="module")
-def backend_run(tmp_path_factory):
-    """Build, save and train every model in TF; run the JAX subprocess once."""
+def backend_run(tmp_path_factory, jax_doctests):
+    """Build, save and train every model in TF; run the JAX subprocess once.
+
+    (`jax_doctests` only starts the doctest subprocess alongside.)"""
     work = tmp_path_factory.mktemp("backends")
     keras.utils.set_random_seed(0)  # the kernels' initial values
     rng = np.random.default_rng(0)
@@ -233,17 +252,11 @@ def backend_run(tmp_path_factory):
         "models": {name: (b, kw, kind) for name, (b, kw, _, kind) in MODELS.items()},
     }))
     (work / "jax_check.py").write_text(_JAX_SCRIPT)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0",
-               # XLA compiles every initializer and step; on a CPU its optimising
-               # passes cost ~5x more than they save on these tiny models.
-               XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""),
-                                   "--xla_backend_optimization_level=0",
-                                   "--xla_llvm_disable_expensive_passes=true"]).strip())
     try:
         completed = subprocess.run(
             [sys.executable, str(work / "jax_check.py"), __file__, str(work)],
-            env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+            env=jax_environment(), capture_output=True, text=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as error:  # subprocess.run kills the child
         pytest.fail(f"the JAX subprocess ran over {SUBPROCESS_TIMEOUT_S} s:\n{error.stderr}")
@@ -293,3 +306,54 @@ def test_jax_matches_tensorflow(backend_run, name):
             value, tf["after"][path], atol=ATOL, rtol=RTOL,
             err_msg=f"{name}: weight {path} after one SGD step differs between backends",
         )
+
+
+# Runs pytest on the package's doctests in a JAX process, after checking that
+# Keras really runs on JAX there (the repository's conftest only sets a default).
+_JAX_DOCTESTS = textwrap.dedent(
+    """
+    import sys
+
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "jax":
+        sys.exit(f"expected the JAX backend, got {keras.backend.backend()}")
+    sys.exit(pytest.main(["--doctest-modules", "fcnkit", "--ignore=fcnkit/course",
+                          "-p", "no:cacheprovider", "-q"]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def jax_doctests(tmp_path_factory):
+    """The doctest subprocess, started at once so that it runs while the models
+    are compared (the machine has two cores); its output goes to a file."""
+    log_path = tmp_path_factory.mktemp("jax_doctests") / "pytest.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _JAX_DOCTESTS], cwd=REPOSITORY, env=jax_environment(),
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+    yield process, log_path
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_doctests_pass_on_jax(jax_doctests):
+    """Every `>>>` example of the library (not the course tools) runs under JAX too."""
+    process, log_path = jax_doctests
+    try:
+        returncode = process.wait(timeout=SUBPROCESS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"the JAX doctests ran over {SUBPROCESS_TIMEOUT_S} s:\n"
+                    f"{log_path.read_text()[-8000:]}")
+    output = log_path.read_text()
+    assert returncode == 0, (
+        f"doctests failed on JAX (exit code {returncode}):\n{output[-8000:]}"
+    )
+    summary = output.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary, output[-4000:]

@@ -34,7 +34,8 @@ class CropToMatch2D(keras.layers.Layer):
     >>> import numpy as np
     >>> features = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
     >>> reference = np.zeros((1, 2, 2, 3), dtype="float32")
-    >>> CropToMatch2D()([features, reference])[0, :, :, 0].numpy().tolist()
+    >>> cropped = CropToMatch2D()([features, reference])
+    >>> keras.ops.convert_to_numpy(cropped)[0, :, :, 0].tolist()
     [[5.0, 6.0], [9.0, 10.0]]
 
     Reference:
