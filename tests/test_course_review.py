@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +217,65 @@ def test_bubblewrap_shows_python_and_the_working_copy_only(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False ['mine.txt']"
     assert (cwd / "mine.txt").read_text() == "ok"
+
+
+def test_the_user_sandbox_warns_about_a_course_others_can_read(tmp_path):
+    solutions = tmp_path / "course" / "solutions"
+    solutions.mkdir(parents=True)
+    solutions.chmod(0o755)
+    assert _sandbox.exposed(solutions) == (
+        f"{solutions} is readable by other users, so the unprivileged kernel may read it: make "
+        f"the course private (chmod -R go-rwx {solutions.parent})"
+    )
+    solutions.chmod(0o700)
+    assert _sandbox.exposed(solutions) == ""
+
+
+def run_in_grading_kernel(mode: str, tmp_path, monkeypatch, code: str) -> str:
+    """Start the grading kernel of `mode` in a student's folder of a private grading
+    folder, run `code`, and return what it printed."""
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    work = Path(tempfile.mkdtemp(prefix="fcnkit-work-", dir=tmp_path))  # private, as grade's
+    (work / "gradebook.db").write_text("hidden tests")
+    cwd = work / "autograded" / "alice" / "lab"
+    cwd.mkdir(parents=True)
+    runtime = Path(tempfile.mkdtemp(prefix="fcnkit-"))
+    _sandbox.install_kernelspec(work, mode, runtime)
+    for name, value in _sandbox.grading_environment(work, runtime).items():
+        monkeypatch.setenv(name, value)
+    settings = {"transport": "ipc", "ip": str(runtime / "kernel")} if mode == "bwrap" else {}
+    manager = KernelManager(kernel_name=_sandbox.KERNEL_NAME, **settings)
+    manager.start_kernel(cwd=str(cwd))
+    client = manager.client()
+    try:
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        printed = []
+        client.execute_interactive(code, timeout=60, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")))
+        return "".join(printed)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+PROBE = ("import os\nprint(os.getuid(), os.path.basename(os.getcwd()))\n"
+         "try:\n    open('../../../gradebook.db').read()\nexcept OSError as error:\n"
+         "    print(type(error).__name__)\nopen('mine.txt', 'w').write('ok')\n")
+
+
+@pytest.mark.parametrize("mode, error", [("bwrap", "FileNotFoundError"),
+                                         ("user", "PermissionError")])
+def test_grading_kernel_cannot_read_the_grading_folder(mode, error, tmp_path, monkeypatch):
+    """bubblewrap: the gradebook is not in the kernel's file system; the unprivileged user:
+    it is there, but private to root. Either way the kernel writes in its own folder."""
+    problem = (_sandbox._bwrap_works if mode == "bwrap" else _sandbox._user_works)()
+    if problem:
+        pytest.skip(f"the {mode!r} sandbox does not work here: {problem}")
+    uid = os.getuid() if mode == "bwrap" else pwd.getpwnam(_sandbox.UNPRIVILEGED_USER).pw_uid
+    printed = run_in_grading_kernel(mode, tmp_path, monkeypatch, PROBE)
+    assert printed.split() == [str(uid), "lab", error]

@@ -29,6 +29,7 @@ from fcnkit.course._sandbox import (
     INSTALL_HINT,
     RECORDS_DIR,
     detect,
+    exposed,
     grading_environment,
     install_kernelspec,
     nbgrader_arguments,
@@ -527,7 +528,8 @@ def _write_report(path: Path, report: GradeReport) -> Path:
             "gradebook, and write outside its folder. " + " ".join(report.sandbox_notes)
             + f". {INSTALL_HINT}, then grade again.", ""]
     else:
-        lines += [f"Student code ran in the `{report.sandbox}` sandbox.", ""]
+        lines += [(f"Student code ran in the `{report.sandbox}` sandbox. "
+                   + " ".join(report.sandbox_notes)).rstrip(), ""]
     for assignment, limits in report.limits.items():
         score = report.reference.get(assignment)
         lines.append(f"- {assignment}: time limits {limits.describe()} ({limits.how})"
@@ -612,6 +614,8 @@ def grade(
         mode, sandbox_notes = detect(sandbox)
     except ValueError as error:
         raise CourseError(str(error)) from None
+    if mode == "user" and exposed(root / "solutions"):
+        sandbox_notes.append(exposed(root / "solutions"))
     submissions, skipped = collect_submissions(Path(submissions_dir), assignments)
     for message in skipped:
         say(f"skipped: {message}")

@@ -1,7 +1,7 @@
 """Running student code where it cannot reach the solutions: the grading kernel.
 
 While grading, every student notebook runs in a kernel started through this
-module's launcher (`python -m fcnkit.course._sandbox -f CONNECTION_FILE`), named
+module's `launch` (with `-f CONNECTION_FILE`), named
 by the kernelspec that `install_kernelspec` writes into the grading folder. The
 launcher runs outside the sandbox; it opens the student's event log, then
 replaces itself with the kernel, confined by one of three sandboxes:
@@ -17,7 +17,8 @@ replaces itself with the kernel, confined by one of three sandboxes:
 - `"user"` (grading as root, without bubblewrap): the kernel runs as the
   unprivileged user `nobody`; the grading folder is private to root, only the
   student's working copy is given to `nobody`. It needs a Python installation
-  that `nobody` can run.
+  that `nobody` can run, and keeps out only what other users cannot read:
+  `grade` warns when the course's `solutions/` is readable by them.
 - `"none"`: no confinement; `grade` says so in its report.
 
 `detect()` picks the first that works. Whatever the sandbox, the kernel runs
@@ -37,10 +38,13 @@ import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 SANDBOXES = ("bwrap", "user", "none")
 KERNEL_NAME = "fcnkit-grading"
+# What the grading kernelspec runs (`-m` would warn: the package imports this module).
+LAUNCHER = "import sys; from fcnkit.course._sandbox import launch; launch(sys.argv[1:])"
 INSTALL_HINT = (
     "Install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`, or `make sandbox`)"
 )
@@ -169,6 +173,16 @@ def detect(requested: str = "auto") -> tuple[str, list[str]]:
     return "none", reasons
 
 
+def exposed(folder: Path) -> str:
+    """A warning if other users may read `folder` (what the "user" sandbox relies on)."""
+    if folder.exists() and folder.stat().st_mode & 0o004:
+        return (
+            f"{folder} is readable by other users, so the unprivileged kernel may read it: "
+            f"make the course private (chmod -R go-rwx {folder.parent})"
+        )
+    return ""
+
+
 def install_kernelspec(work: Path, mode: str, runtime: Path, protected: list[Path] = ()) -> Path:
     """Write the grading kernelspec into `work/jupyter/kernels/` and make the folders.
 
@@ -185,7 +199,7 @@ def install_kernelspec(work: Path, mode: str, runtime: Path, protected: list[Pat
     folder = work / KERNELS_DIR / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
-        "argv": [sys.executable, "-m", "fcnkit.course._sandbox", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-c", LAUNCHER, "-f", "{connection_file}"],
         "display_name": f"fcnkit grading ({mode})",
         "language": "python",
         # Interrupts travel as messages: the launcher is replaced by the sandbox,
@@ -219,7 +233,7 @@ def records_folder(work: Path, student: str, assignment: str) -> Path:
     return work / RECORDS_DIR / student / assignment
 
 
-def _launch(argv: list[str]) -> None:
+def launch(argv: list[str]) -> None:
     """Replace this process by the kernel, inside the sandbox named by the environment."""
     mode = os.environ.get(ENV_MODE, "none")
     work = Path(os.environ[ENV_WORK])
@@ -254,17 +268,19 @@ def _launch(argv: list[str]) -> None:
         user = pwd.getpwnam(UNPRIVILEGED_USER)
         for path in [Path(cwd), *Path(cwd).rglob("*")]:
             os.chown(path, user.pw_uid, user.pw_gid)
-        # The connection file is private to root: hand its content over via the
-        # working copy, which is the kernel's own.
+        # The grading folder is private to root: the kernel reaches its working copy
+        # only as its current folder. It gets a home of its own, which also holds a
+        # copy of the connection file.
+        home = Path(tempfile.mkdtemp(prefix="fcnkit-home-"))
         index = argv.index("-f") + 1
-        private = Path(cwd) / ".kernel-connection.json"
+        private = home / "kernel-connection.json"
         shutil.copyfile(argv[index], private)
-        os.chown(private, user.pw_uid, user.pw_gid)
+        for path in (home, private):
+            os.chown(path, user.pw_uid, user.pw_gid)
         inner[inner.index(argv[index], 3)] = str(private)
-        os.environ["HOME"] = cwd
+        for name in ("HOME", "TMPDIR", "JUPYTER_RUNTIME_DIR"):
+            os.environ[name] = str(home)
         _drop_privileges(user.pw_uid, user.pw_gid)
     os.execv(inner[0], inner)
 
 
-if __name__ == "__main__":
-    _launch(sys.argv[1:])
