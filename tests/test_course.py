@@ -925,6 +925,27 @@ def test_grade_cli_reports_a_missing_folder(fixture_course, tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize("option, error, message", [
+    ({"jobs": 0}, ValueError, "`jobs` must be a positive integer (1 or more). Received: jobs=0."),
+    ({"jobs": 1.5}, TypeError, "`jobs` must be a positive integer (a Python int or a NumPy "
+                               "integer). Received: jobs=1.5"),
+    ({"timeout": True}, TypeError, "`timeout` must be a positive integer"),
+    ({"budget": -5}, ValueError, "`budget` must be a positive integer (1 or more)."),
+])
+def test_grade_options_are_checked_before_anything_is_written(fixture_course, tmp_path, option,
+                                                              error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        course.grade(tmp_path / "nowhere", fixture_course, out_csv=tmp_path / "out" / "g.csv",
+                     echo=None, **option)
+    assert not (tmp_path / "out").exists()
+
+
+def test_grade_cli_reports_a_bad_option(fixture_course, tmp_path, capsys):
+    code = course.main(["grade", str(tmp_path), "--root", str(fixture_course), "--jobs", "0"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: `jobs` must be a positive integer")
+
+
 def test_grade_refuses_a_workdir_it_did_not_make(fixture_course, tmp_path):
     (tmp_path / "alice").mkdir()
     write(read(fixture_paths(fixture_course)[1]), tmp_path / "alice" / f"{FIXTURE}.ipynb")

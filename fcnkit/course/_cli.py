@@ -123,6 +123,6 @@ def main(argv: list[str] | None = None) -> int:
             workdir=args.workdir,
         )
         return 1 if any(r.status.startswith("error") for r in report.results) else 0
-    except CourseError as error:
+    except (CourseError, TypeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fcnkit._validation import check_positive_int
 from fcnkit.course._nbgrader import make_course_copy, run_nbgrader, scripts_path, tail
 from fcnkit.course._notebooks import (
     CourseError,
@@ -417,14 +418,6 @@ def format_table(results: list[Result], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _positive(value, name: str, flag: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise CourseError(
-            f"{name} must be a positive whole number. Received: {name}={value!r}. "
-            f"Pass e.g. {flag} 2."
-        )
-
-
 class _Progress:
     """A progress bar over the notebooks being graded, shared by the parallel jobs."""
 
@@ -601,13 +594,14 @@ def grade(
         A `GradeReport` with one `Result` per student and assignment.
 
     Raises:
-        CourseError: if the course, the options or the submissions cannot be used,
+        TypeError, ValueError: for a count that is not a positive integer.
+        CourseError: if the course, the sandbox or the submissions cannot be used,
             or nbgrader cannot even start grading.
     """
     say = echo or (lambda _line: None)
-    _positive(timeout, "timeout", "--timeout")
-    _positive(budget, "budget", "--budget")
-    _positive(jobs, "jobs", "--jobs")
+    timeout = None if timeout is None else check_positive_int(timeout, "timeout")
+    budget = None if budget is None else check_positive_int(budget, "budget")
+    jobs = check_positive_int(jobs, "jobs")
     root = Path(root).resolve()
     assignments = require_assignments(root)
     try:
