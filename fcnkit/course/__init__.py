@@ -8,8 +8,11 @@ student notebooks, generated from them and committed.
 - `build(root)`: regenerate `lessons/` (deterministic, byte-identical reruns).
 - `check(root) -> list[str]`: problems such as a stale or leaking `lessons/`,
   stored outputs, a foreign kernelspec, duplicate grade_ids, hidden-only tests.
-- `grade(submissions_dir, root, out_csv=...)`: headless nbgrader autograding of
-  a folder of submissions, a scores table and CSV, feedback HTML without hidden tests.
+- `grade(submissions_dir, root, out_csv=..., jobs=...)`: headless nbgrader
+  autograding of a folder of submissions with student code in a sandbox
+  (`_sandbox`), time limits calibrated on the solutions, a scores table and CSV,
+  an instructor report of what deserves a look (`_review`), and feedback HTML
+  that shows code, scores and failing checks but no output of student code.
 - `main(argv)`: the `python -m fcnkit course build | check | grade` command line.
 
 nbgrader always runs in a temporary copy of the course, so the gradebook (which
@@ -21,7 +24,7 @@ Example (shell):
 
     python -m fcnkit course build
     python -m fcnkit course check
-    python -m fcnkit course grade submissions/ --out grades.csv --timeout 120
+    python -m fcnkit course grade submissions/ --out grades.csv --jobs 2
 
 Reference: nbgrader 0.9 documentation, https://nbgrader.readthedocs.io.
 Lesson: instructor guide in README.md.

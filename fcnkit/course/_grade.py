@@ -436,7 +436,7 @@ class _Job:
     """One nbgrader course copy that grades a share of the students."""
 
     def __init__(self, folder: Path, mode: str, runtime: Path, protected: list[Path]):
-        self.folder, self.mode, self.runtime = folder, mode, runtime
+        self.folder = folder
         install_kernelspec(folder, mode, runtime, protected)
         self.env = grading_environment(folder, runtime)
         self.kernel_args = nbgrader_arguments(mode, runtime)
@@ -508,7 +508,8 @@ def _calibrate(job, assignments, timeout, budget, say) -> tuple[dict, dict]:
     for result in _read_results(job.folder, {REFERENCE}, wanted, order, names):
         reference[result.assignment] = (result.score, result.max_score)
     shutil.rmtree(job.folder / SUBMITTED / REFERENCE)
-    shutil.move(str(job.folder / AUTOGRADED / REFERENCE), str(job.folder.parent / REFERENCE))
+    if (job.folder / AUTOGRADED / REFERENCE).is_dir():  # kept for the instructor, not graded
+        shutil.move(str(job.folder / AUTOGRADED / REFERENCE), str(job.folder.parent / REFERENCE))
     return limits, reference
 
 
@@ -674,8 +675,7 @@ def grade(
                     if s.timestamp is not None:
                         shutil.copyfile(s.timestamp, target.parent / "timestamp.txt")
         pairs = sorted({(s.student, s.assignment) for s in submissions})
-        progress = _Progress(
-            sum(len(assignments[a]) for _, a in pairs), say)
+        progress = _Progress(len(submissions), say)
         say(f"Grading {len(submissions)} notebook(s) of {len(students)} student(s) "
             f"in {len(job_list)} job(s), in {work}")
         problems = []
@@ -703,6 +703,7 @@ def grade(
             for name in (AUTOGRADED, FEEDBACK, RECORDS_DIR):
                 for student in group:
                     if (each.folder / name / student).is_dir():
+                        (work / name).mkdir(exist_ok=True)
                         shutil.move(str(each.folder / name / student), str(work / name / student))
         results.sort(key=lambda r: (r.student, list(assignments).index(r.assignment)))
         graded = {r.assignment for r in results}
