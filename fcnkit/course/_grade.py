@@ -30,6 +30,7 @@ from fcnkit.course._sandbox import (
     INSTALL_HINT,
     RECORDS_DIR,
     detect,
+    events_file,
     exposed,
     grading_environment,
     install_kernelspec,
@@ -366,7 +367,7 @@ def _review_result(result, submissions, work, lessons, notebooks) -> list[str]:
         records = records_folder(work, result.student, result.assignment)
         record_path = records / f"{name}.json"
         record = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else None
-        events = read_events(records / "events.jsonl") if name == notebooks[0].stem else []
+        events = read_events(records / events_file(name))
         known = {nbgrader_meta(c).get("grade_id") for c in read_notebook(path)["cells"]}
         found = review(submitted, released, graded, record, events, known - {None})
         prefix = f"{name}: " if len(notebooks) > 1 else ""

@@ -208,6 +208,7 @@ def analyse_code(source: str, modules: set[str]) -> CodeFindings:
         tree = ast.parse(_python_only(source))
     except SyntaxError:
         return findings
+    file_arguments = set()  # paths already reported as read or written
     for node in ast.walk(tree):
         if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
@@ -241,8 +242,11 @@ def analyse_code(source: str, modules: set[str]) -> CodeFindings:
                     if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
                         if _OUTSIDE.search(argument.value):
                             findings.add(f"reads or writes {argument.value!r} outside its folder")
+                            file_arguments.add(id(argument))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if re.search(r"(^|/)(\.\./)+|gradebook\.db|/solutions/", node.value):
+            if id(node) not in file_arguments and re.search(
+                    r"(^|/)(\.\./)+|gradebook\.db|/solutions/", node.value):
                 findings.add(f"names the path {node.value[:80]!r}")
     return findings
 

@@ -53,11 +53,12 @@ ENV_MODE = "FCNKIT_SANDBOX"
 ENV_WORK = "FCNKIT_GRADING_DIR"
 ENV_PROTECTED = "FCNKIT_PROTECTED_ROOTS"
 ENV_RUNTIME = "FCNKIT_RUNTIME_DIR"
+ENV_NOTEBOOK = "FCNKIT_NOTEBOOK"  # set per kernel by GradingExecute
 UNPRIVILEGED_USER = "nobody"
 
 # What the grading folder holds besides nbgrader's own folders.
 KERNELS_DIR = "jupyter"  # JUPYTER_PATH with the grading kernelspec
-RECORDS_DIR = "records"  # per student: events.jsonl (the guard), <notebook>.json (execution)
+RECORDS_DIR = "records"  # per student and notebook: <nb>.events.jsonl (guard), <nb>.json (run)
 AUTOGRADED_DIR = "autograded"
 
 _SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
@@ -233,6 +234,11 @@ def records_folder(work: Path, student: str, assignment: str) -> Path:
     return work / RECORDS_DIR / student / assignment
 
 
+def events_file(notebook: str) -> str:
+    """The name of the event log of one notebook's kernel, in its records folder."""
+    return f"{notebook}.events.jsonl"
+
+
 def launch(argv: list[str]) -> None:
     """Replace this process by the kernel, inside the sandbox named by the environment."""
     mode = os.environ.get(ENV_MODE, "none")
@@ -244,7 +250,8 @@ def launch(argv: list[str]) -> None:
     except ValueError:  # not a student's folder (a reference run elsewhere)
         records = work / RECORDS_DIR / "other"
     records.mkdir(parents=True, exist_ok=True)
-    events = os.open(records / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    events = os.open(records / events_file(os.environ.pop(ENV_NOTEBOOK, "notebook")),
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.set_inheritable(events, True)
     runtime = os.environ.pop(ENV_RUNTIME)
     os.environ.pop(ENV_WORK, None)

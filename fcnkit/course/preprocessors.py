@@ -32,6 +32,7 @@ Importing this module imports nbgrader (a few seconds); the rest of
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from traitlets import Bool, Integer, Unicode
 
 from fcnkit.course._notebooks import split_regions
 from fcnkit.course._review import failure_message, hidden_line_numbers
+from fcnkit.course._sandbox import ENV_NOTEBOOK
 
 __all__ = [
     "RepairCellMetadata",
@@ -294,6 +296,12 @@ class GradingExecute(Execute):
         self.set_widgets_metadata()
         self._write_record(record)
         return self.nb, self.resources
+
+    def start_new_kernel(self, **kwargs):
+        # The kernel's launcher names the event log after the notebook.
+        notebook = self.resources.get("nbgrader", {}).get("notebook", "notebook")
+        kwargs["env"] = {**os.environ, ENV_NOTEBOOK: notebook}
+        return super().start_new_kernel(**kwargs)
 
     def output(self, outs, msg, display_id, cell_index):
         stream = msg["msg_type"] == "stream"
