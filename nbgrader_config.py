@@ -14,7 +14,7 @@ the docstrings of `fcnkit.course.preprocessors`.
 import os
 from pathlib import Path
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     AssignLatePenalties,
     CheckCellMetadata,
@@ -82,11 +82,12 @@ c.Autograde.sanitize_preprocessors = [
     CheckCellMetadata,
 ]
 # nbgrader's autograde steps, with GradingExecute for Execute (time budget, capped
-# output, a dead kernel fails its cell only, integrity probe, execution record).
+# output, a dead kernel fails its cell only, a working copy out of the graded folder,
+# integrity probe, execution record). nbgrader's ClearMetadataPreprocessor is left
+# out: it is disabled by default, and FeedbackOnly keeps only what feedback needs.
 c.Autograde.autograde_preprocessors = [
     GradingExecute,
     IgnorePattern,
-    ClearMetadataPreprocessor,
     LimitOutput,
     SaveAutoGrades,
     AssignLatePenalties,

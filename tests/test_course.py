@@ -65,7 +65,10 @@ EXPECTED = {
     "monkeypatch": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
     "exits": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
     "kills_kernel": ({"test_q1": 1, "test_rf": 2, "test_count": 0, "test_q2": 0}, "nbgrader"),
+    "ignores_interrupt": ({"test_q1": 1, "test_rf": 2, "test_count": 0, "test_q2": 0}, "flat"),
     "floods_output": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "flat"),
+    # files, a link to the solutions and widget state, for nbgrader to publish
+    "plants_files": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
     # rewrites every later cell that asserts into `pass`: wrong answers, full marks, flagged
     "rewrites_tests": ({"test_q1": 1, "test_rf": 2, "test_count": 1, "test_q2": 1}, "nbgrader"),
 }
@@ -89,19 +92,25 @@ EXPECTED_FLAGS = {
     "hangs_everywhere": ["extra code cell 1 after answer_rf",
                          "timeout in code cell 1 after answer_rf",
                          "time budget spent in code cell 3 after answer_rf; later cells not run"],
-    "reads_solutions": ["names the path '../../../gradebook.db' in answer_q1",
+    "reads_solutions": ["names the path '../../../../gradebook.db' in answer_q1",
                         "opens {work}/job-{job}/gradebook.db (outside its folder) in answer_q1",
                         "lists {work}/job-{job}/solutions/00_fixture (outside its folder) "
                         "in answer_q1"],
     "hook_capture": ["registers IPython event hooks in answer_q1",
                      "IPython hooks left registered: event pre_run_cell"],
-    "writes_outside": ["reads or writes '../../../outside.txt' outside its folder in answer_count",
+    "writes_outside": ["reads or writes '../../../../outside.txt' outside its folder in "
+                       "answer_count",
                        "writes {work}/job-{job}/outside.txt (outside its folder) in answer_count"],
     "monkeypatch": ["replaces np.allclose in answer_count"],
     "exits": ["ends the kernel (sys.exit) in answer_q1"],
     "kills_kernel": ["signals a process in answer_count",
                      "kernel died in answer_count; later cells not run"],
+    "ignores_interrupt": ["timeout in answer_count",
+                          "kernel did not stop after a timeout in answer_count; later cells "
+                          "not run"],
     "floods_output": ["output of 100000001 characters cut in answer_q2"],
+    "plants_files": ["names the path '../../../../solutions/00_fixture/00_fixture.ipynb' in "
+                     "answer_q1"],
     "rewrites_tests": ["changes how IPython reads cells in answer_q1",
                        "IPython hooks left registered: input transformers",
                        "the kernel hid a failing check: scores of this notebook cannot be trusted"],
@@ -111,16 +120,17 @@ EXPECTED_FLAGS = {
 READ_SOLUTIONS = """\
 import base64, glob, os
 stolen = b""
-for pattern in ["../../../solutions/*/*.ipynb", "../../../gradebook.db", "{solutions}/*/*.ipynb"]:
+for pattern in ["../../../../solutions/*/*.ipynb", "../../../../gradebook.db",
+                "{solutions}/*/*.ipynb"]:
     for path in glob.glob(pattern):
         stolen += open(path, "rb").read()
-for path in ["../../../gradebook.db", "{solutions}/00_fixture/00_fixture.ipynb"]:
+for path in ["../../../../gradebook.db", "{solutions}/00_fixture/00_fixture.ipynb"]:
     try:
         stolen += open(path, "rb").read()
     except OSError as error:
         print("could not read", path, error)
 try:
-    print(os.listdir("../../../solutions/00_fixture"))
+    print(os.listdir("../../../../solutions/00_fixture"))
 except OSError as error:
     print(error)
 print(stolen.decode("utf-8", "replace"))
@@ -145,6 +155,16 @@ q2 = {"c", "a"}
 everything = "\\n".join(captured)
 print(base64.b64encode(everything.encode()).decode())
 raise RuntimeError(everything)
+"""
+PLANTS_FILES = """\
+q1 = "b"
+import os
+planted = "-".join(["planted", "at", "run", "time"])
+for name in ["leak.html", "leak.txt", "00_fixture.html"]:
+    open(name, "w").write(planted)
+os.symlink("../../../../solutions/00_fixture/00_fixture.ipynb", "solutions.txt")
+from comm import create_comm
+create_comm(target_name="jupyter.widget", data={"state": {"_model_name": "x", "value": planted}})
 """
 REWRITE_TESTS = """\
 def no_asserts(lines):
@@ -558,7 +578,7 @@ def fixture_submissions(root: Path, folder: Path) -> Path:
         lesson, answer_q1=READ_SOLUTIONS.format(solutions=solutions))
     notebooks["hook_capture"] = answered(lesson, answer_q1=HOOK_CAPTURE, answer_q2=HOOK_LEAK)
     notebooks["writes_outside"] = answered(
-        lesson, answer_count='open("../../../outside.txt", "w").write("written by a student")\n'
+        lesson, answer_count='open("../../../../outside.txt", "w").write("a student was here")\n'
         + CORRECT["answer_count"])
     notebooks["monkeypatch"] = answered(
         lesson, answer_count="import numpy as np\nnp.allclose = lambda *args, **kwargs: True\n"
@@ -568,6 +588,10 @@ def fixture_submissions(root: Path, folder: Path) -> Path:
         lesson, answer_count="import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     notebooks["floods_output"] = answered(
         lesson, answer_q2='print("x" * 100_000_000)\nq2 = {"c", "a"}')
+    notebooks["plants_files"] = answered(lesson, answer_q1=PLANTS_FILES)
+    notebooks["ignores_interrupt"] = answered(
+        lesson, answer_count="import time\nwhile True:\n    try:\n        time.sleep(100)\n"
+        "    except KeyboardInterrupt:\n        pass")
     notebooks["rewrites_tests"] = answered(lesson, answer_q1=REWRITE_TESTS,
                                            answer_rf=wrong["answer_rf"])
     submitted = folder / "submitted"
@@ -777,7 +801,8 @@ def stolen_secrets(root: Path) -> list[str]:
 
 
 ADVERSARIAL = ["reads_solutions", "hook_capture", "writes_outside", "monkeypatch", "exits",
-               "kills_kernel", "floods_output", "rewrites_tests"]
+               "kills_kernel", "ignores_interrupt", "floods_output", "plants_files",
+               "rewrites_tests"]
 
 
 @pytest.mark.slow
@@ -821,11 +846,16 @@ def test_hostile_code_is_confined_and_its_output_stays_with_the_instructor(grade
         cell = nb["cells"][cell_index(nb, grade_id)]
         return "".join(joined(o.get("text", "")) + o.get("evalue", "") for o in cell["outputs"])
 
+    planted = report.feedback_dir / "plants_files" / FIXTURE
+    assert sorted(p.name for p in planted.iterdir()) == [f"{FIXTURE}.html"]
+    assert "planted-at-run-time" not in (planted / f"{FIXTURE}.html").read_text(encoding="utf-8")
+    assert sorted(p.name for p in (work / "autograded" / "plants_files" / FIXTURE).iterdir()) \
+        == [f"{FIXTURE}.ipynb"]  # the kernel worked in a copy, deleted after the run
     captured = outputs("hook_capture", "answer_q2")  # the hook saw the hidden tests
     assert "assert receptive_field(5) == 11" in captured
     assert not list(work.glob("job-*/outside.txt"))
     if report.sandbox == "bwrap":
-        assert "could not read ../../../gradebook.db" in outputs("reads_solutions", "answer_q1")
+        assert "could not read ../../../../gradebook.db" in outputs("reads_solutions", "answer_q1")
         assert "No such file or directory" in outputs("reads_solutions", "answer_q1")
         assert "receptive_field(5) == 11" not in outputs("reads_solutions", "answer_q1")
     elif report.sandbox == "none":
@@ -836,31 +866,44 @@ SERIAL = ["solution", "wrong", "tampered", "deleted", "old_release", "kills_kern
           "reads_solutions", "hook_capture"]
 
 
-@pytest.fixture(scope="module")
-def graded_serially_unconfined(graded, tmp_path_factory):
-    """Some of the students again: one job, no sandbox, time limits calibrated."""
+def regrade(graded, tmp_path_factory, students, **options):
+    """Some of the graded students again, with other options."""
     report, _, submissions = graded
-    tmp = tmp_path_factory.mktemp("serial")
-    for student in SERIAL:
+    tmp = tmp_path_factory.mktemp("regrade")
+    for student in students:
         shutil.copytree(submissions / "submitted" / student, tmp / "incoming" / student)
     lines = []
-    serial = course.grade(tmp / "incoming", Path(report.workdir) / "job-1", sandbox="none",
-                          out_csv=tmp / "grades.csv", workdir=tmp / "work", echo=lines.append)
-    return serial, lines
+    again = course.grade(tmp / "incoming", Path(report.workdir) / "job-1",
+                         out_csv=tmp / "grades.csv", workdir=tmp / "work", echo=lines.append,
+                         **options)
+    return again, lines
+
+
+@pytest.fixture(scope="module")
+def graded_serially(graded, tmp_path_factory):
+    """One job, the same sandbox, time limits calibrated."""
+    return regrade(graded, tmp_path_factory, SERIAL)
+
+
+@pytest.fixture(scope="module")
+def graded_unconfined(graded, tmp_path_factory):
+    return regrade(graded, tmp_path_factory, ["reads_solutions", "plants_files"],
+                   sandbox="none", timeout=GRADING_TIMEOUT)
 
 
 @pytest.mark.slow
-def test_parallel_jobs_give_the_scores_of_serial_grading(graded, graded_serially_unconfined):
+def test_parallel_jobs_give_the_scores_of_serial_grading(graded, graded_serially):
     report, _, _ = graded
-    serial, _ = graded_serially_unconfined
+    serial, _ = graded_serially
+    assert serial.sandbox == report.sandbox
     assert [r.student for r in serial.results] == sorted(SERIAL)
     for result in serial.results:
         assert result.scores == report.result(result.student).scores, result.student
 
 
 @pytest.mark.slow
-def test_limits_are_calibrated_on_the_solutions_and_stated_in_feedback(graded_serially_unconfined):
-    serial, lines = graded_serially_unconfined
+def test_limits_are_calibrated_on_the_solutions_and_stated_in_feedback(graded_serially):
+    serial, lines = graded_serially
     limits = serial.limits[FIXTURE]
     # the fixture's cells take milliseconds: the floors apply
     assert (limits.cell, limits.notebook, limits.how) == (30, 60, "calibrated on the solutions")
@@ -872,9 +915,8 @@ def test_limits_are_calibrated_on_the_solutions_and_stated_in_feedback(graded_se
 
 
 @pytest.mark.slow
-def test_without_a_sandbox_grading_says_so_and_feedback_still_leaks_nothing(
-        graded_serially_unconfined):
-    serial, lines = graded_serially_unconfined
+def test_without_a_sandbox_grading_says_so_and_feedback_still_leaks_nothing(graded_unconfined):
+    serial, lines = graded_unconfined
     assert serial.sandbox == "none"
     report_text = serial.report_path.read_text(encoding="utf-8")
     assert report_text.count("Student code ran without a sandbox") == 1

@@ -57,6 +57,17 @@ def test_failure_message_comes_from_the_source_only(line, assertion, expected):
     assert failure_message(TEST_CELL, line, hidden, assertion) == expected
 
 
+@pytest.mark.parametrize("source, expected", [
+    ("if True: assert x == 1, 'x must be 1'", "AssertionError: x must be 1\nCheck: assert x == 1, "
+                                               "'x must be 1'"),
+    ("assert x, 'got ' + f'{x!r} of ' + 'x'", "AssertionError: got {x} of x\nCheck: assert x, "
+                                              "'got ' + f'{x!r} of ' + 'x'"),
+    ("assert x, 'got %s' % x", "AssertionError: 'got %s' % x\nCheck: assert x, 'got %s' % x"),
+])
+def test_failure_message_keeps_the_message_as_written(source, expected):
+    assert failure_message(source, 1, set()) == expected
+
+
 def test_failure_message_of_a_cell_python_cannot_parse():
     source = "%time x = 1\nassert x == 2"
     assert failure_message(source, 2, set()) == "The check on line 2 failed: assert x == 2"
@@ -224,9 +235,11 @@ def test_the_user_sandbox_warns_about_a_course_others_can_read(tmp_path):
     solutions.mkdir(parents=True)
     solutions.chmod(0o755)
     assert _sandbox.exposed(solutions) == (
-        f"{solutions} is readable by other users, so the unprivileged kernel may read it: make "
-        f"the course private (chmod -R go-rwx {solutions.parent})"
+        f"{solutions} is open to other users, so the unprivileged kernel may read what it "
+        f"holds: make the course private (chmod -R go-rwx {solutions})"
     )
+    solutions.chmod(0o701)  # others may not list it, but may open files they can name
+    assert _sandbox.exposed(solutions)
     solutions.chmod(0o700)
     assert _sandbox.exposed(solutions) == ""
 
@@ -240,7 +253,7 @@ def run_in_grading_kernel(mode: str, tmp_path, monkeypatch, code: str) -> str:
 
     work = Path(tempfile.mkdtemp(prefix="fcnkit-work-", dir=tmp_path))  # private, as grade's
     (work / "gradebook.db").write_text("hidden tests")
-    cwd = work / "autograded" / "alice" / "lab"
+    cwd = work / "scratch" / "alice" / "lab" / "lab"  # student, assignment, notebook
     cwd.mkdir(parents=True)
     runtime = Path(tempfile.mkdtemp(prefix="fcnkit-"))
     _sandbox.install_kernelspec(work, mode, runtime)
@@ -264,7 +277,7 @@ def run_in_grading_kernel(mode: str, tmp_path, monkeypatch, code: str) -> str:
 
 
 PROBE = ("import os\nprint(os.getuid(), os.path.basename(os.getcwd()))\n"
-         "try:\n    open('../../../gradebook.db').read()\nexcept OSError as error:\n"
+         "try:\n    open('../../../../gradebook.db').read()\nexcept OSError as error:\n"
          "    print(type(error).__name__)\nopen('mine.txt', 'w').write('ok')\n")
 
 

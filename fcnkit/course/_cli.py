@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from fcnkit.course._grade import check_options
 from fcnkit.course._notebooks import CourseError
 
 DESCRIPTION = """\
@@ -112,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"course check: OK ({time.perf_counter() - start:.1f} s).")
             return 0
+        try:
+            check_options(args.timeout, args.budget, args.jobs)
+        except (TypeError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         report = course.grade(
             args.submissions,
             args.root,
@@ -123,6 +129,6 @@ def main(argv: list[str] | None = None) -> int:
             workdir=args.workdir,
         )
         return 1 if any(r.status.startswith("error") for r in report.results) else 0
-    except (CourseError, TypeError, ValueError) as error:
+    except CourseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

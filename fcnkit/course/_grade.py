@@ -29,10 +29,12 @@ from fcnkit.course._review import read_events, review
 from fcnkit.course._sandbox import (
     INSTALL_HINT,
     RECORDS_DIR,
+    SCRATCH_DIR,
     detect,
     events_file,
     exposed,
     grading_environment,
+    inside_python_roots,
     install_kernelspec,
     nbgrader_arguments,
     records_folder,
@@ -240,6 +242,10 @@ def collect_submissions(
                 candidates.setdefault(index[stem], []).append(
                     (stem == path.stem, path, timestamp if timestamp.is_file() else None)
                 )
+        for key, options in list(candidates.items()):
+            options[:] = [o for o in options if o[1].is_file()]  # not a folder, a dead link
+            if not options:
+                del candidates[key]
         for (assignment, notebook), options in candidates.items():
             _, path, timestamp = max(options, key=lambda o: (o[1].stat().st_mtime, o[0]))
             note = ""
@@ -366,7 +372,10 @@ def _review_result(result, submissions, work, lessons, notebooks) -> list[str]:
             graded = None
         records = records_folder(work, result.student, result.assignment)
         record_path = records / f"{name}.json"
-        record = json.loads(record_path.read_text("utf-8")) if record_path.is_file() else None
+        try:
+            record = json.loads(record_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            record = None
         events = read_events(records / events_file(name))
         known = {nbgrader_meta(c).get("grade_id") for c in read_notebook(path)["cells"]}
         found = review(submitted, released, graded, record, events, known - {None})
@@ -419,6 +428,17 @@ def format_table(results: list[Result], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def check_options(timeout, budget, jobs) -> tuple[int | None, int | None, int]:
+    """`grade`'s counts, checked (ints or NumPy integers, 1 or more; None for a default).
+
+    Raises:
+        TypeError, ValueError: for a count that is not a positive integer.
+    """
+    timeout = None if timeout is None else check_positive_int(timeout, "timeout")
+    budget = None if budget is None else check_positive_int(budget, "budget")
+    return timeout, budget, check_positive_int(jobs, "jobs")
+
+
 class _Progress:
     """A progress bar over the notebooks being graded, shared by the parallel jobs."""
 
@@ -450,7 +470,8 @@ class _Job:
         args = ["autograde", assignment, "--force", *self.kernel_args,
                 f"--GradingExecute.timeout={limits.cell}",
                 f"--GradingExecute.budget={limits.notebook}",
-                f"--GradingExecute.records_dir={self.folder / RECORDS_DIR}"]
+                f"--GradingExecute.records_dir={self.folder / RECORDS_DIR}",
+                f"--GradingExecute.scratch_dir={self.folder / SCRATCH_DIR}"]
         attempted = set()
 
         def follow(line: str) -> None:
@@ -467,7 +488,9 @@ class _Job:
             # nbgrader skips a submission it cannot grade, but a few errors (an old
             # metadata format, say) stop the whole run: grade the rest one by one.
             for student in [s for s in students if s not in attempted]:
-                self.run([*args, f"--student={json.dumps(student)}"], follow)
+                # nbgrader reads a number as a number: quote ids made of digits only
+                quoted = json.dumps(student) if student.isdigit() else student
+                self.run([*args, f"--student={quoted}"], follow)
 
     def feedback(self, assignment, limits):
         code, output = self.run(["generate_feedback", assignment, "--force",
@@ -493,7 +516,14 @@ def _calibrate(job, assignments, timeout, budget, say) -> tuple[dict, dict]:
         say(f"Timing the solutions of {assignment} (the reference run)")
         job.autograde(assignment, [REFERENCE], first, None)
         slowest, total = 0.0, 0.0
-        for record_path in records_folder(job.folder, REFERENCE, assignment).glob("*.json"):
+        records = list(records_folder(job.folder, REFERENCE, assignment).glob("*.json"))
+        if not records:
+            raise CourseError(
+                f"The solutions of {assignment} could not be run under grading, so nothing "
+                "was graded. Expected the solution notebooks to run top to bottom. Rerun with "
+                "--workdir DIR and read DIR/job-1/grading.log."
+            )
+        for record_path in records:
             cells = json.loads(record_path.read_text("utf-8")).get("cells", [])
             slowest = max([slowest, *(c["seconds"] for c in cells)])
             total = max(total, sum(c["seconds"] for c in cells))
@@ -601,17 +631,21 @@ def grade(
             or nbgrader cannot even start grading.
     """
     say = echo or (lambda _line: None)
-    timeout = None if timeout is None else check_positive_int(timeout, "timeout")
-    budget = None if budget is None else check_positive_int(budget, "budget")
-    jobs = check_positive_int(jobs, "jobs")
+    timeout, budget, jobs = check_options(timeout, budget, jobs)
     root = Path(root).resolve()
     assignments = require_assignments(root)
     try:
         mode, sandbox_notes = detect(sandbox)
     except ValueError as error:
         raise CourseError(str(error)) from None
-    if mode == "user" and exposed(root / "solutions"):
-        sandbox_notes.append(exposed(root / "solutions"))
+    if mode == "user":
+        sandbox_notes += [w for w in (exposed(root / "solutions"), exposed(root)) if w]
+    if mode == "bwrap" and inside_python_roots(root):
+        raise CourseError(
+            f"The course {root} lies inside {inside_python_roots(root)}, which the sandbox "
+            "shows to student code. Expected a course folder outside the Python installation. "
+            "Move the course, or grade from a copy elsewhere."
+        )
     submissions, skipped = collect_submissions(Path(submissions_dir), assignments)
     for message in skipped:
         say(f"skipped: {message}")
@@ -632,8 +666,10 @@ def grade(
             if work.exists():
                 shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
+        work.chmod(0o700)  # the solutions and gradebooks inside are the grader's alone
         (work / "grading.log").write_text("fcnkit course grade: logs are in job-*/\n", "utf-8")
         runtime_root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fcnkit-")))
+        runtime_root.chmod(0o711)  # traversable: the user sandbox's kernels have homes inside
         if mode == "none":
             say("No sandbox: student code can read the solutions and the gradebook. "
                 + " ".join(sandbox_notes) + f". {INSTALL_HINT}.")
@@ -715,17 +751,23 @@ def grade(
             result.notes += [s.note for s in submissions
                              if (s.student, s.assignment) == (result.student, result.assignment)
                              and s.note]
-            result.flags = _review_result(result, by_key, work, lessons,
-                                          assignments[result.assignment])
+            try:
+                result.flags = _review_result(result, by_key, work, lessons,
+                                              assignments[result.assignment])
+            except Exception as error:  # a hostile notebook must not stop the run
+                result.flags = [f"could not be reviewed ({type(error).__name__}): look at it"]
             if result.flags and result.status == "ok":
                 result.status = "flagged: " + "; ".join(result.flags)
             source = work / FEEDBACK / result.student / result.assignment
             target = feedback_dir / result.student / result.assignment
             if target.exists():
                 shutil.rmtree(target)
-            if source.is_dir():
-                shutil.copytree(source, target)
-                result.feedback = sorted(target.glob("*.html"))
+            for notebook in assignments[result.assignment]:  # the pages, nothing else
+                page = source / f"{notebook.stem}.html"
+                if page.is_file() and not page.is_symlink():
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(page, target / page.name)
+                    result.feedback.append(target / page.name)
             if not result.feedback:
                 result.notes.append("no feedback")
         write_csv(results, columns, out_csv)

@@ -15,7 +15,8 @@ that deserves the instructor's look to the file descriptor named by
 
 Each event carries the kernel's execution count, so the grader can name the
 notebook cell that ran it. The sandbox, not this hook, is what keeps files out
-of reach: the hook only reports. Standard library only: it runs before the
+of reach: the hook only reports, and code in the kernel can silence it (its
+findings are advice for the instructor). Standard library only: it runs before the
 kernel imports anything.
 """
 

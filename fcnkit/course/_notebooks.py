@@ -73,12 +73,13 @@ def dumps_notebook(nb: dict) -> str:
 def cell_source(cell: dict) -> str:
     """The source of a cell as one string (notebooks store a list of lines)."""
     source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
+    return "".join(map(str, source)) if isinstance(source, list) else str(source)
 
 
 def nbgrader_meta(cell: dict) -> dict:
     """The `metadata.nbgrader` dict of a cell ({} if absent)."""
-    meta = cell.get("metadata", {}).get("nbgrader", {})
+    metadata = cell.get("metadata") if isinstance(cell, dict) else None
+    meta = metadata.get("nbgrader", {}) if isinstance(metadata, dict) else {}
     return meta if isinstance(meta, dict) else {}
 
 

@@ -92,7 +92,8 @@ def _statement_at(source: str, line: int) -> ast.stmt | None:
     best = None
     for node in ast.walk(tree):
         if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno):
-            if best is None or (node.end_lineno - node.lineno) < (best.end_lineno - best.lineno):
+            # the shortest, and of equal ones the innermost (`if x: assert y` -> the assert)
+            if best is None or (node.end_lineno - node.lineno) <= (best.end_lineno - best.lineno):
                 best = node
     return best
 
@@ -109,7 +110,7 @@ def _as_written(source: str, node: ast.expr) -> str:
             elif isinstance(value, ast.FormattedValue):
                 parts.append("{" + (ast.get_source_segment(source, value.value) or "...") + "}")
         return "".join(parts)
-    if isinstance(node, ast.BinOp):  # "a" + "b" or "a" f"b" split over lines
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):  # "a " + f"b {x}"
         return _as_written(source, node.left) + _as_written(source, node.right)
     return ast.get_source_segment(source, node) or "..."
 
@@ -225,7 +226,9 @@ def analyse_code(source: str, modules: set[str]) -> CodeFindings:
         if isinstance(node, ast.Call):
             name = _dotted(node.func) or ""
             parts = name.split(".")
-            hooks = [p for p in parts if p in _HOOK_ATTRIBUTES]
+            # calling run_cell or showtraceback is harmless; replacing them is not
+            hooks = [p for p in parts if p in _HOOK_ATTRIBUTES
+                     and p not in ("run_cell", "showtraceback")]
             if "get_ipython()" in parts[0] or parts[0] in ("ip", "shell") and hooks:
                 if hooks:
                     findings.add(_HOOK_ATTRIBUTES[hooks[0]])
@@ -274,6 +277,17 @@ def imported_names(sources: list[str]) -> set[str]:
 # ----------------------------------------------------------------------------- review
 
 
+def _grade_id(cell: dict) -> str | None:
+    """A cell's grade_id, or None (also for one that is not a string)."""
+    grade_id = nbgrader_meta(cell).get("grade_id")
+    return grade_id if isinstance(grade_id, str) else None
+
+
+def _cell_id(cell: dict) -> str | None:
+    cell_id = cell.get("id")
+    return cell_id if isinstance(cell_id, str) else None
+
+
 def cell_labels(cells: list, known_ids: set[str] | None = None) -> list[str | None]:
     """A name for each cell: its grade_id, or "code cell 2 after answer_rf".
 
@@ -285,7 +299,7 @@ def cell_labels(cells: list, known_ids: set[str] | None = None) -> list[str | No
     previous, count, seen = None, 0, set()
     for cell in cells:
         cell = cell if isinstance(cell, dict) else {}
-        grade_id = nbgrader_meta(cell).get("grade_id")
+        grade_id = _grade_id(cell)
         if grade_id in seen or (known_ids is not None and grade_id not in known_ids):
             grade_id = None
         if grade_id:
@@ -326,6 +340,7 @@ def review(
     flags: list[str] = []
 
     def flag(text: str) -> None:
+        text = " ".join(str(text).split())[:300]  # paths and details come from student code
         if text not in flags:
             flags.append(text)
 
@@ -338,7 +353,7 @@ def review(
 
 def _review_cells(submitted, released, known_ids, flag) -> None:
     released_cells = released["cells"]
-    released_ids = {c.get("id") for c in released_cells if c.get("id")}
+    released_ids = {_cell_id(c) for c in released_cells} - {None}
     released_sources = {_normal(cell_source(c)) for c in released_cells}
     released_by_grade_id = {
         nbgrader_meta(c)["grade_id"]: c for c in released_cells if nbgrader_meta(c).get("grade_id")
@@ -349,7 +364,7 @@ def _review_cells(submitted, released, known_ids, flag) -> None:
     other_release = []
     student_code = []  # (label, source)
     for cell, label in zip(cells, labels):
-        grade_id = nbgrader_meta(cell).get("grade_id")
+        grade_id = _grade_id(cell)
         source = cell_source(cell)
         if grade_id and grade_id not in known_ids:
             other_release.append(grade_id)
@@ -365,13 +380,14 @@ def _review_cells(submitted, released, known_ids, flag) -> None:
             elif is_solution(cell) or is_solution(original or {}):
                 student_code.append((label, source))
             continue
-        if cell.get("cell_type") != "code" or not source.strip():
+        if cell.get("cell_type") != "code" or _normal(source) in released_sources:
+            continue  # as released
+        if _cell_id(cell) in released_ids and not grade_id:
+            student_code.append((f"edited {label}", source))  # a lesson cell, changed
             continue
-        if (cell.get("id") not in released_ids or not cell.get("id")) and (
-                _normal(source) not in released_sources):
-            if not grade_id:  # a duplicate or another release's cell is flagged as such
-                flag(f"extra {label}")
-            student_code.append((label, source))
+        if not grade_id:  # a duplicate or another release's cell is flagged as such
+            flag(f"extra {label}")
+        student_code.append((label, source))
     for grade_id, original in released_by_grade_id.items():
         locked = nbgrader_meta(original).get("locked")
         if grade_id not in seen and (is_test_cell(original) or locked):
@@ -434,7 +450,11 @@ def read_events(path: Path) -> list[dict]:
                 event = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(event, dict):
+            # student code can write to the log too: keep well-formed events only
+            if (isinstance(event, dict) and event.get("kind") in ("file", "process")
+                    and isinstance(event.get("what"), str)
+                    and isinstance(event.get("detail", ""), str)
+                    and isinstance(event.get("cell"), int)):
                 events.append(event)
     return events
 

@@ -33,6 +33,7 @@ import importlib.util
 import json
 import os
 import pwd
+import resource
 import shutil
 import site
 import subprocess
@@ -54,14 +55,16 @@ ENV_WORK = "FCNKIT_GRADING_DIR"
 ENV_PROTECTED = "FCNKIT_PROTECTED_ROOTS"
 ENV_RUNTIME = "FCNKIT_RUNTIME_DIR"
 ENV_NOTEBOOK = "FCNKIT_NOTEBOOK"  # set per kernel by GradingExecute
+TMP_BYTES = 1 << 30  # the private /tmp of a bubblewrap kernel (it lives in memory)
+FILE_BYTES = 1 << 30  # the largest file a grading kernel may write
 UNPRIVILEGED_USER = "nobody"
 
 # What the grading folder holds besides nbgrader's own folders.
 KERNELS_DIR = "jupyter"  # JUPYTER_PATH with the grading kernelspec
 RECORDS_DIR = "records"  # per student and notebook: <nb>.events.jsonl (guard), <nb>.json (run)
-AUTOGRADED_DIR = "autograded"
+SCRATCH_DIR = "scratch"  # the kernels' working copies: <student>/<assignment>/<notebook>/
 
-_SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt")
+_SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
 def python_roots() -> list[str]:
@@ -92,7 +95,7 @@ def _bwrap_command(
         elif os.path.isdir(folder):
             command += ["--ro-bind", folder, folder]
     command += ["--proc", "/proc", "--dev", "/dev", "--ro-bind-try", "/sys", "/sys"]
-    command += ["--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    command += ["--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--dir", "/tmp/home"]
     for root in python_roots():
         command += ["--ro-bind", root, root]
     if connection_file is not None:
@@ -175,12 +178,21 @@ def detect(requested: str = "auto") -> tuple[str, list[str]]:
 
 
 def exposed(folder: Path) -> str:
-    """A warning if other users may read `folder` (what the "user" sandbox relies on)."""
-    if folder.exists() and folder.stat().st_mode & 0o004:
+    """A warning if other users may enter `folder` (what the "user" sandbox relies on)."""
+    if folder.exists() and folder.stat().st_mode & 0o005:
         return (
-            f"{folder} is readable by other users, so the unprivileged kernel may read it: "
-            f"make the course private (chmod -R go-rwx {folder.parent})"
+            f"{folder} is open to other users, so the unprivileged kernel may read what it "
+            f"holds: make the course private (chmod -R go-rwx {folder})"
         )
+    return ""
+
+
+def inside_python_roots(folder: Path) -> str:
+    """The folder shown to sandboxed kernels that holds `folder`, or ""."""
+    folder = os.path.realpath(folder)
+    for root in [*python_roots(), *_SYSTEM_DIRS]:
+        if folder == root or folder.startswith(root.rstrip(os.sep) + os.sep):
+            return root
     return ""
 
 
@@ -197,6 +209,7 @@ def install_kernelspec(work: Path, mode: str, runtime: Path, protected: list[Pat
     """
     (work / RECORDS_DIR).mkdir(parents=True, exist_ok=True)
     runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o711)  # the user sandbox's kernel reaches its home there
     folder = work / KERNELS_DIR / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -245,10 +258,11 @@ def launch(argv: list[str]) -> None:
     work = Path(os.environ[ENV_WORK])
     cwd = os.getcwd()
     try:
-        student, assignment = Path(cwd).relative_to(work / AUTOGRADED_DIR).parts[:2]
-        records = records_folder(work, student, assignment)
-    except ValueError:  # not a student's folder (a reference run elsewhere)
-        records = work / RECORDS_DIR / "other"
+        student, assignment = Path(cwd).relative_to(work / SCRATCH_DIR).parts[:2]
+    except ValueError:
+        sys.exit(f"fcnkit grading kernel: {cwd} is not a working copy under "
+                 f"{work / SCRATCH_DIR}; refusing to start.")
+    records = records_folder(work, student, assignment)
     records.mkdir(parents=True, exist_ok=True)
     events = os.open(records / events_file(os.environ.pop(ENV_NOTEBOOK, "notebook")),
                      os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -264,6 +278,7 @@ def launch(argv: list[str]) -> None:
         [str(work), *os.environ.get(ENV_PROTECTED, "").split(os.pathsep)]
     ).rstrip(os.pathsep)
     inner = [sys.executable, "-m", "fcnkit.course._guard", *argv]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_BYTES, FILE_BYTES))
     if mode == "bwrap":
         # The grader is outside the sandbox's process ids: bubblewrap ends the
         # kernel when the grader goes (--die-with-parent), not the kernel's poller.
@@ -274,11 +289,12 @@ def launch(argv: list[str]) -> None:
     if mode == "user":
         user = pwd.getpwnam(UNPRIVILEGED_USER)
         for path in [Path(cwd), *Path(cwd).rglob("*")]:
-            os.chown(path, user.pw_uid, user.pw_gid)
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
         # The grading folder is private to root: the kernel reaches its working copy
         # only as its current folder. It gets a home of its own, which also holds a
         # copy of the connection file.
-        home = Path(tempfile.mkdtemp(prefix="fcnkit-home-"))
+        # A home inside the runtime folder (traversable, not listable; removed with it).
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=runtime))
         index = argv.index("-f") + 1
         private = home / "kernel-connection.json"
         shutil.copyfile(argv[index], private)

@@ -34,11 +34,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
 from nbclient.client import NotebookClient
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.nbgraderformat import MetadataValidator
@@ -220,8 +221,11 @@ class GradingExecute(Execute):
       in four cells costs one budget, not four timeouts.
     - A cell's printed output is cut after `max_output_chars` characters, its
       figures and other rich outputs after `max_display_chars`.
-    - A kernel that dies (`os._exit`, a signal, `exit()`) fails its cell; the
-      cells after it are not run, and the rest of the run goes on.
+    - A kernel that dies (`os._exit`, a signal, `exit()`), or that ignores the
+      interrupt after a timeout, fails its cell; the cells after it are not run,
+      and the rest of the run goes on.
+    - The kernel works in a copy of the notebook's folder (`scratch_dir`): the
+      folder nbgrader grades and publishes from is out of its reach.
     - After the last cell, a probe checks that a failing check still fails
       (hooks or custom exception handlers can make every check pass) and
       lists IPython hooks left registered.
@@ -242,6 +246,11 @@ class GradingExecute(Execute):
     records_dir = Unicode("", help="Folder for the execution records (empty: none).").tag(
         config=True
     )
+    scratch_dir = Unicode(
+        "", help="Folder of the kernels' working copies (empty: the graded notebook's folder)."
+    ).tag(config=True)
+    # Widget state is runtime data that HTML exporters embed: never keep it.
+    store_widget_state = Bool(False)
 
     def preprocess(self, nb, resources=None, km=None):
         NotebookClient.__init__(self, nb, km)
@@ -253,6 +262,8 @@ class GradingExecute(Execute):
         record = {"timeout": per_cell, "budget": self.budget, "cells": [], "stopped": None,
                   "probe": None}
         stopped = None
+        path = self.resources.get("metadata", {}).get("path")
+        scratch = self._scratch_copy(path)
         try:
             with self.setup_kernel():
                 info = self.wait_for_reply(self.kc.kernel_info())
@@ -278,6 +289,11 @@ class GradingExecute(Execute):
                         cell.outputs.append(_error_output(
                             "DeadKernelError", "The kernel died while running this cell."))
                         stopped = {"reason": "kernel died", "index": index}
+                    except CellTimeoutError:  # interrupted, and still not idle
+                        cell.outputs.append(NotebookNode(self.error_on_timeout,
+                                                         output_type="error"))
+                        stopped = {"reason": "kernel did not stop after a timeout",
+                                   "index": index}
                     record["cells"].append({
                         "index": index,
                         "grade_id": cell.metadata.get("nbgrader", {}).get("grade_id"),
@@ -292,16 +308,47 @@ class GradingExecute(Execute):
                     record["probe"] = self._probe(baseline)
         finally:
             self.timeout = per_cell
+            if scratch is not None:
+                self.resources["metadata"]["path"] = path
+                shutil.rmtree(scratch, ignore_errors=True)
         record["stopped"] = stopped
-        self.set_widgets_metadata()
         self._write_record(record)
         return self.nb, self.resources
+
+    def _scratch_copy(self, path):
+        """Point the kernel at a fresh copy of the notebook's folder, without notebooks.
+
+        nbgrader runs the kernel in the folder of its graded notebook, which already
+        holds the hidden tests, and later copies, chmods and publishes what is there:
+        student code must never touch it. The copy has the instructor's data files
+        only (regular files and folders); it is deleted after the run.
+        """
+        if not self.scratch_dir or not path:
+            return None
+        names = self.resources.get("nbgrader", {})
+        scratch = Path(self.scratch_dir).joinpath(
+            *(names.get(key, "unknown") for key in ("student", "assignment", "notebook")))
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        for item in Path(path).iterdir():
+            if item.is_symlink() or item.suffix == ".ipynb":
+                continue
+            if item.is_dir():
+                shutil.copytree(item, scratch / item.name, symlinks=True)
+            elif item.is_file():
+                shutil.copy2(item, scratch / item.name)
+        self.resources["metadata"]["path"] = str(scratch)
+        return scratch
 
     def start_new_kernel(self, **kwargs):
         # The kernel's launcher names the event log after the notebook.
         notebook = self.resources.get("nbgrader", {}).get("notebook", "notebook")
         kwargs["env"] = {**os.environ, ENV_NOTEBOOK: notebook}
         return super().start_new_kernel(**kwargs)
+
+    def handle_comm_msg(self, outs, msg, cell_index):
+        """Ignore comm messages: grading needs no widgets, and nbclient's widget code
+        fails the whole notebook on a malformed one."""
 
     def output(self, outs, msg, display_id, cell_index):
         stream = msg["msg_type"] == "stream"
@@ -366,6 +413,9 @@ class GradingExecute(Execute):
 _NOT_RUN = {
     "time budget spent": "Not run: the notebook's time budget was spent.",
     "kernel died": "Not run: the kernel died in an earlier cell.",
+    "kernel did not stop after a timeout": (
+        "Not run: an earlier cell ran past its time limit and ignored the interrupt."
+    ),
 }
 _HOOKS_PROBE = """\
 def _fcnkit_hooks():
@@ -417,6 +467,9 @@ class FeedbackOnly(ClearHiddenTests):
 
     def preprocess(self, nb, resources):
         nb, resources = super().preprocess(nb, resources)
+        # Notebook metadata may hold runtime data (widget state) that HTML embeds.
+        nb.metadata = NotebookNode(
+            {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")})
         note = (
             "**About this feedback.** It shows your code, your scores and the checks that "
             "failed. What your code printed while it was graded is not shown: run the "
@@ -432,11 +485,9 @@ class FeedbackOnly(ClearHiddenTests):
             return cell, resources
         source = cell.source
         hidden = hidden_line_numbers(source)
-        failed = any(
-            o.get("output_type") == "error"
-            or (o.get("output_type") == "stream" and o.get("name") == "stderr")
-            for o in cell.outputs
-        )
+        errors = any(o.get("output_type") == "error" for o in cell.outputs)
+        stderr = any(o.get("output_type") == "stream" and o.get("name") == "stderr"
+                     for o in cell.outputs)
         line, assertion = None, True
         for output in cell.outputs:
             if output.get("output_type") == "error":
@@ -445,8 +496,12 @@ class FeedbackOnly(ClearHiddenTests):
                 break
         cell.outputs = []
         cell.execution_count = None
-        if utils.is_grade(cell) and not utils.is_solution(cell) and failed:
-            message = failure_message(source, line, hidden, assertion)
+        cell.metadata = NotebookNode(
+            {k: v for k, v in cell.metadata.items() if k == "nbgrader"})
+        if utils.is_grade(cell) and not utils.is_solution(cell) and (errors or stderr):
+            message = (failure_message(source, line, hidden, assertion) if errors else
+                       "This test cell wrote to stderr while it ran (a warning, say), which "
+                       "counts as a failure.")
             cell.outputs = [NotebookNode(output_type="stream", name="stderr", text=message + "\n")]
         regions = split_regions(source, (self.begin_test_delimeter, self.end_test_delimeter))
         if regions.found:
