@@ -20,6 +20,7 @@ from fcnkit.course._review import (
     failure_message,
     hidden_line_numbers,
     imported_names,
+    read_events,
     review,
 )
 
@@ -292,3 +293,38 @@ def test_grading_kernel_cannot_read_the_grading_folder(mode, error, tmp_path, mo
     uid = os.getuid() if mode == "bwrap" else pwd.getpwnam(_sandbox.UNPRIVILEGED_USER).pw_uid
     printed = run_in_grading_kernel(mode, tmp_path, monkeypatch, PROBE)
     assert printed.split() == [str(uid), "lab", error]
+
+
+def test_review_survives_odd_notebooks_and_forged_events(tmp_path):
+    odd = _nb(
+        {"cell_type": "code", "source": [1, 2], "metadata": [], "outputs": []},
+        {"cell_type": "code", "source": "x = 1", "id": ["not", "a", "string"],
+         "metadata": {"nbgrader": {"grade_id": ["answer_a"]}}, "outputs": []},
+        "not a cell",
+        _code("get_ipython().events.register('pre_run_cell', f)", "answer_a", "a",
+              solution=True),
+    )
+    assert review(odd, RELEASED, odd, None, [], KNOWN) == [
+        "extra code cell 1 at the top",
+        "extra code cell 2 at the top",
+        "test cell test_a deleted (restored)",
+        "registers IPython event hooks in answer_a",
+    ]
+    log = tmp_path / "lab.events.jsonl"
+    log.write_text("\n".join([
+        json.dumps({"kind": "file", "what": "opens", "detail": "/x", "cell": 1}),
+        json.dumps({"kind": "file", "what": "opens", "cell": [1]}),
+        json.dumps({"kind": "shell", "what": "opens", "cell": 1}),
+        json.dumps(["not", "an", "event"]),
+        "{broken json",
+        json.dumps({"kind": "process", "what": "starts a program\n# injected heading",
+                    "cell": 2}),
+    ]))
+    events = read_events(log)
+    assert [e["what"] for e in events] == ["opens", "starts a program\n# injected heading"]
+    graded = json.loads(json.dumps(RELEASED))
+    graded["cells"][1]["execution_count"] = 1
+    assert review(None, RELEASED, graded, None, events, KNOWN) == [
+        "opens /x (outside its folder) in answer_a",
+        "starts a program # injected heading in the cell run as number 2",
+    ]

@@ -406,10 +406,11 @@ def _review_cells(submitted, released, known_ids, flag) -> None:
 
 
 def _review_run(graded, record, events, flag) -> None:
-    labels = cell_labels(graded["cells"])
+    cells = [cell if isinstance(cell, dict) else {} for cell in graded["cells"]]
+    labels = cell_labels(cells)
     by_count = {
         cell.get("execution_count"): label
-        for cell, label in zip(graded["cells"], labels)
+        for cell, label in zip(cells, labels)
         if isinstance(cell.get("execution_count"), int)
     }
     by_index = dict(enumerate(labels))
