@@ -87,14 +87,7 @@ def check_positive_int(value, name: str) -> int:
     ...
     TypeError: `depth` must be a positive integer (a Python int or a NumPy integer). Received: depth=2.0 of type float. Pass depth=2 (an int, not a float).
     """  # noqa: E501
-    if not _is_integer(value):
-        raise _integer_type_error(value, name, "a positive integer")
-    if value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer (1 or more). "
-            f"Received: {name}={value!r}. Pass {name}=1 or more."
-        )
-    return int(value)
+    return _check_int(value, name, 1, "a positive integer", "a positive integer (1 or more)")
 
 
 def check_non_negative_int(value, name: str) -> int:
@@ -112,12 +105,16 @@ def check_non_negative_int(value, name: str) -> int:
     ...
     ValueError: `seed` must be an integer >= 0. Received: seed=-1. Pass seed=0 or more.
     """
+    return _check_int(value, name, 0, "an integer >= 0", "an integer >= 0")
+
+
+def _check_int(value, name: str, minimum: int, kind: str, described: str) -> int:
     if not _is_integer(value):
-        raise _integer_type_error(value, name, "an integer >= 0")
-    if value < 0:
+        raise _integer_type_error(value, name, kind)
+    if value < minimum:
         raise ValueError(
-            f"`{name}` must be an integer >= 0. Received: {name}={value!r}. "
-            f"Pass {name}=0 or more."
+            f"`{name}` must be {described}. Received: {name}={value!r}. "
+            f"Pass {name}={minimum} or more."
         )
     return int(value)
 
