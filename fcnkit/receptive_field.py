@@ -487,10 +487,11 @@ class _Walk:
 
     @staticmethod
     def _misaligned(tensor_name, states, axis, what) -> str:
+        states = states[::-1]  # collected backwards: name the paths in graph order
         paths = " and ".join(f"'{s.via}'" for s in states)
         if what == "stride":
             detail = ", ".join(
-                f"'{s.via}': stride {_number(1 / s.scale)}" for s in states
+                f"'{s.via}': stride {_number(s.scale)}" for s in states
             )
             found = f"effective strides differ ({detail})"
         else:
@@ -558,7 +559,7 @@ class _Walk:
                 "The output does not depend on the model's input. Received: "
                 f"model '{model.name}'."
             )
-        return self.merge(model_input.name, contributions)
+        return self.merge(model_input._keras_history.operation.name, contributions)
 
 
 def _number(value: Fraction):
@@ -582,7 +583,7 @@ class ReceptiveField:
             interval that starts at `-P` (Araujo's effective padding).
         sizes: per axis, the receptive-field sizes by output phase: for output
             position `j`, `sizes[axis][j % len(sizes[axis])]`. One entry when
-            the size does not depend on the position.
+            neither the size nor the offset depends on the phase.
         starts: per axis, the first input index seen by output positions
             `0 .. len(sizes[axis]) - 1`.
 
@@ -749,10 +750,15 @@ def receptive_field(model, layer=None, input_shape=None) -> ReceptiveField:
         starts.append(tuple(int(n) for n in first[:period]))
         strides.append(_number(state[axis].scale))
         paddings.append(-starts[-1][0])
+    # One phase per axis where neither the size nor the offset varies.
+    for axis in (0, 1):
+        linear = all(
+            start == starts[axis][0] + strides[axis] * j
+            for j, start in enumerate(starts[axis])
+        )
+        if linear and len(set(sizes[axis])) == 1:
+            sizes[axis], starts[axis] = sizes[axis][:1], starts[axis][:1]
     sizes = tuple(sizes)
-    if all(len(set(s)) == 1 for s in sizes):
-        sizes = tuple(s[:1] for s in sizes)
-        starts = [s[:1] for s in starts]
     return ReceptiveField(
         size=tuple(max(s) for s in sizes),
         stride=tuple(strides),
@@ -915,10 +921,19 @@ def receptive_field_table(model, input_shape=None) -> ReceptiveFieldTable:
 # === The gradient probe ===
 
 
+def _probe_dtype() -> str:
+    """float64 where the backend has it (JAX only with x64 enabled)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.jax_enable_x64 else "float32"
+    return "float64"
+
+
 def _probe_layer(layer):
-    """A copy of `layer` with positive kernels' structure and no nonlinearity."""
+    """A copy of `layer` with no nonlinearity, computing in the probe's dtype."""
     config = layer.get_config()
-    config["dtype"] = "float64"
+    config["dtype"] = _probe_dtype()
     if isinstance(layer, keras.layers.MaxPooling2D):
         return keras.layers.AveragePooling2D.from_config(config)
     nonlinear = tuple(
@@ -927,7 +942,7 @@ def _probe_layer(layer):
         if hasattr(keras.layers, name)
     )
     if isinstance(layer, nonlinear):
-        return keras.layers.Activation("linear", name=layer.name, dtype="float64")
+        return keras.layers.Activation("linear", name=layer.name, dtype=_probe_dtype())
     if "activation" in config:
         config["activation"] = "linear"
     return type(layer).from_config(config)
@@ -953,9 +968,9 @@ def gradient_receptive_field(model, position, input_shape=None) -> tuple:
     The probe differentiates the output pixel (summed over channels) with
     respect to the input. So that no cancellation hides a dependence, it runs
     on a copy of the model with all kernels positive, biases zero,
-    activations linear, max-pooling replaced by average pooling, in float64,
-    on an input of ones: every input pixel the output pixel depends on then
-    has a strictly positive gradient.
+    activations linear, max-pooling replaced by average pooling, in float64
+    (float32 on JAX without x64), on an input of ones: every input pixel the
+    output pixel depends on then has a strictly positive gradient.
 
     Args:
         model: a functional Keras model with one input.
@@ -1001,7 +1016,7 @@ def gradient_receptive_field(model, position, input_shape=None) -> tuple:
     del input_hw
     probe = keras.models.clone_model(
         functional,
-        input_tensors=keras.Input(shape=shape, dtype="float64"),
+        input_tensors=keras.Input(shape=shape, dtype=_probe_dtype()),
         clone_function=_probe_layer,
         recursive=True,
     )
@@ -1012,9 +1027,9 @@ def gradient_receptive_field(model, position, input_shape=None) -> tuple:
             f"`position` must lie inside the output, of size "
             f"{output_shape[:2]}. Received: position={position}."
         )
-    weights = np.zeros((1, *output_shape))
+    weights = np.zeros((1, *output_shape), dtype=_probe_dtype())
     weights[0, position[0], position[1], ...] = 1.0
-    gradient = input_gradient(probe, np.ones((1, *shape)), weights)
+    gradient = input_gradient(probe, np.ones((1, *shape), dtype=_probe_dtype()), weights)
     mask = np.abs(gradient[0]).sum(axis=-1) > 0
     rows, columns = np.nonzero(mask)
     if len(rows) == 0:

@@ -1,0 +1,477 @@
+"""Receptive fields: hand values, the reference tables, and analytic == gradient probe.
+
+Hand values come from the formulas of Araujo et al. (2019) worked by hand; the
+VGG16 and google-research/receptive_field values are the published tables
+(technical-facts §1.7); the U-Net phases are those derived in technical-facts
+§5. Everything else is checked against `gradient_receptive_field`, which reads
+the dependence off the model's own gradient.
+"""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fcnkit import receptive_field as rf_module
+from fcnkit import shapes
+from fcnkit.layers import CropToMatch2D
+from fcnkit.models import unet
+from fcnkit.receptive_field import (
+    AxisWindow,
+    ReceptiveField,
+    gradient_receptive_field,
+    receptive_field,
+    receptive_field_region,
+    receptive_field_table,
+)
+
+layers = keras.layers
+
+
+def sequential(input_shape, *stack):
+    return keras.Sequential([keras.Input(input_shape), *stack])
+
+
+def inside(interval, size):
+    return all(0 <= start and end < n for (start, end), n in zip(interval, size))
+
+
+def assert_matches_probe(model, positions, input_shape=None):
+    """The exact in-image region equals the probe's bounding box everywhere;
+    the Araujo interval equals it wherever it lies inside the image."""
+    rf = receptive_field(model, input_shape=input_shape)
+    size = (input_shape or model.inputs[0].shape[1:])[:2]
+    for position in positions:
+        mask, box = gradient_receptive_field(model, position, input_shape=input_shape)
+        assert receptive_field_region(model, position, input_shape=input_shape) == box, position
+        interval = rf.interval(position)
+        if inside(interval, size):
+            assert interval == box, position
+        # No input pixel outside the interval is ever seen.
+        (top, bottom), (left, right) = interval
+        outside = mask.copy()
+        outside[max(top, 0) : bottom + 1, max(left, 0) : right + 1] = False
+        assert not outside.any(), position
+
+
+# === Hand values ===
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
+def test_stacked_3x3_convolutions_give_1_plus_2n(count):
+    model = sequential((None, None, 1), *[layers.Conv2D(1, 3) for _ in range(count)])
+    rf = receptive_field(model)
+    assert rf.size == (1 + 2 * count,) * 2
+    assert rf.stride == (1, 1) and rf.padding == (0, 0)
+    assert rf.sizes == ((1 + 2 * count,),) * 2
+
+
+# (layers, input_shape) -> (r, S, P), by hand with r_{l-1} = s r_l + (k - s),
+# S_{l-1} = s S_l, P_{l-1} = s P_l + p_l.
+HAND_CASES = [
+    # conv3 s2 then conv3: r = 2*3 + 1 = 7, S = 2.
+    ([layers.Conv2D(1, 3, strides=2), layers.Conv2D(1, 3)], None, (7, 2, 0)),
+    # pool 2 then conv3: r = 2*3 + 0 = 6.
+    ([layers.MaxPooling2D(2), layers.Conv2D(1, 3)], None, (6, 2, 0)),
+    # conv3 'same', pool 2, conv3 'same': r = 1 + 2 + 1 + 2*2 = 8, P = 1 + 1*2 = 3.
+    ([layers.Conv2D(1, 3, padding="same"), layers.MaxPooling2D(2),
+      layers.Conv2D(1, 3, padding="same")], None, (8, 2, 3)),
+    # dilation 2 turns k = 3 into 5; then dilation 4: 9. r = 1 + 4 + 8 = 13.
+    ([layers.Conv2D(1, 3, dilation_rate=2, padding="same"),
+      layers.Conv2D(1, 3, dilation_rate=4, padding="same")], None, (13, 1, 6)),
+    # Araujo's worked example: k=3, p=q=1, s=3, then k=2: u0 = -1, v0 = 4.
+    ([layers.ZeroPadding2D(1), layers.Conv2D(1, 3, strides=3), layers.Conv2D(1, 2)],
+     None, (6, 3, 1)),
+    # 'same' with stride 2 on an even size pads 0 on the left (technical-facts §1.6).
+    ([layers.Conv2D(1, 3, strides=2, padding="same")], (8, 8, 1), (3, 2, 0)),
+    # ... and 1 on an odd size.
+    ([layers.Conv2D(1, 3, strides=2, padding="same")], (9, 9, 1), (3, 2, 1)),
+    # 'same' with stride 2 and an even kernel does not depend on the size.
+    ([layers.Conv2D(1, 4, strides=2, padding="same")], None, (4, 2, 1)),
+    # Cropping moves the field without changing its size: P = -2.
+    ([layers.Cropping2D(2), layers.Conv2D(1, 3)], None, (3, 1, -2)),
+    # Nearest upsampling ×2 then conv3: outputs 0, 1 see inputs {0,1} or {-1,0,1}...
+    ([layers.UpSampling2D(2), layers.Conv2D(1, 3)], None, (2, 0.5, 0)),
+]
+
+
+@pytest.mark.parametrize("stack, input_shape, expected", HAND_CASES)
+def test_hand_computed_cases(stack, input_shape, expected):
+    model = sequential(input_shape or (None, None, 1), *stack)
+    rf = receptive_field(model)
+    assert (rf.size[0], rf.stride[0], rf.padding[0]) == expected
+    assert rf.size[0] == rf.size[1]
+
+
+def test_araujo_worked_example_interval():
+    model = sequential((None, None, 1), layers.ZeroPadding2D(1),
+                       layers.Conv2D(1, 3, strides=3), layers.Conv2D(1, 2))
+    assert receptive_field(model).interval((0, 0)) == ((-1, 4), (-1, 4))
+
+
+def test_upsampling_sizes_by_phase():
+    # Output 2t and 2t+1 read upsampled 2t..2t+2 and 2t+1..2t+3, i.e. inputs
+    # {t, t+1} (2 pixels) and {t, t+1} (2 pixels): stride 1/2, one size.
+    model = sequential((None, None, 1), layers.UpSampling2D(2), layers.Conv2D(1, 2))
+    rf = receptive_field(model)
+    assert rf.sizes == ((1, 2), (1, 2))
+    assert rf.interval((4, 5)) == ((2, 2), (2, 3))
+
+
+def test_rectangular_kernels_per_axis():
+    # google-research net 5: conv[3,5] s2 VALID -> conv[3,1] s2: r = (7, 5), S = 4.
+    model = sequential((None, None, 1), layers.Conv2D(1, (3, 5), strides=2),
+                       layers.Conv2D(1, (3, 1), strides=2))
+    rf = receptive_field(model)
+    assert (rf.size, rf.stride, rf.padding) == ((7, 5), (4, 4), (0, 0))
+
+
+def test_fornaxai_readme_example_at_an_intermediate_layer():
+    inputs = keras.Input((64, 64, 1))
+    x = layers.Conv2D(1, 7)(inputs)
+    x = layers.Conv2D(1, 5)(x)
+    x = layers.AveragePooling2D(2)(x)
+    x = layers.Conv2D(1, 5, name="feature_grid")(x)
+    x = layers.AveragePooling2D(2)(x)
+    model = keras.Model(inputs, x)
+    rf = receptive_field(model, layer="feature_grid")
+    assert (rf.size, rf.stride) == ((20, 20), (2, 2))
+    assert receptive_field(model, layer=model.get_layer("feature_grid")) == rf
+
+
+def google_net1(inputs):
+    left = layers.Conv2D(1, 1, strides=4, name="left")(inputs)
+    right = layers.ZeroPadding2D(((1, 0), (1, 0)))(inputs)
+    right = layers.Conv2D(1, 3, strides=2)(right)
+    right = layers.Conv2D(1, 1, strides=2)(right)
+    return layers.Add()([left, right])
+
+
+def test_google_reference_net1_and_net8():
+    inputs = keras.Input((None, None, 1))
+    net1 = google_net1(inputs)
+    rf = receptive_field(keras.Model(inputs, net1))
+    assert (rf.size, rf.stride, rf.padding) == ((3, 3), (4, 4), (1, 1))
+    left = layers.Conv2D(1, 1, strides=2)(net1)
+    right = layers.ZeroPadding2D(((1, 0), (1, 0)))(net1)
+    right = layers.Conv2D(1, 3, strides=2)(right)
+    rf = receptive_field(keras.Model(inputs, layers.Add()([left, right])))
+    assert (rf.size, rf.stride, rf.padding) == ((11, 11), (8, 8), (5, 5))
+
+
+# === Published tables ===
+
+VGG16_TABLE = {  # technical-facts §1.7, (r, S, P)
+    "block1_conv1": (3, 1, 1), "block1_conv2": (5, 1, 2), "block1_pool": (6, 2, 2),
+    "block2_conv1": (10, 2, 4), "block2_conv2": (14, 2, 6), "block2_pool": (16, 4, 6),
+    "block3_conv1": (24, 4, 10), "block3_conv2": (32, 4, 14),
+    "block3_conv3": (40, 4, 18), "block3_pool": (44, 8, 18),
+    "block4_conv1": (60, 8, 26), "block4_conv2": (76, 8, 34),
+    "block4_conv3": (92, 8, 42), "block4_pool": (100, 16, 42),
+    "block5_conv1": (132, 16, 58), "block5_conv2": (164, 16, 74),
+    "block5_conv3": (196, 16, 90), "block5_pool": (212, 32, 90),
+}
+
+
+@pytest.fixture(scope="module")
+def vgg16():
+    return keras.applications.VGG16(
+        weights=None, include_top=False, input_shape=(224, 224, 3)
+    )
+
+
+def test_vgg16_pool5_and_table(vgg16):
+    rf = receptive_field(vgg16)
+    assert (rf.size, rf.stride, rf.padding) == ((212, 212), (32, 32), (90, 90))
+    table = receptive_field_table(vgg16)
+    assert {row["name"]: (int(row["r"]), int(row["S"]), int(row["P"]))
+            for row in table} == VGG16_TABLE
+    assert str(table).splitlines()[-1].split() == [
+        "block5_pool", "MaxPooling2D", "2", "2", "1", "212", "32", "90"
+    ]
+
+
+def test_vgg16_probe_at_an_interior_pixel(vgg16):
+    # Output (3, 3) sees -90 + 3*32 = 6 .. 6 + 211 = 217.
+    mask, box = gradient_receptive_field(vgg16, (3, 3))
+    assert box == receptive_field(vgg16).interval((3, 3)) == ((6, 217), (6, 217))
+    assert mask.sum() == 212 * 212
+
+
+# === The U-Net ===
+
+UNET_PHASES = (188,) * 4 + (204,) * 12  # technical-facts §5: j mod 16 in 0..3 -> 188
+
+
+def test_original_unet_sizes_by_phase():
+    rf = receptive_field(unet((572, 572, 1), num_classes=2, padding="valid"))
+    assert rf.size == (204, 204) and rf.stride == (1, 1) and rf.padding == (0, 0)
+    assert rf.sizes == (UNET_PHASES, UNET_PHASES)
+    for j in (0, 3, 4, 15, 16, 100, 387):
+        expected = (16 * (j // 16), 16 * (j // 16) + UNET_PHASES[j % 16] - 1)
+        assert rf.interval((j, j)) == (expected, expected)
+
+
+def test_original_unet_probe():
+    # Same layout with 2 filters: the receptive field does not depend on them.
+    model = unet((572, 572, 1), num_classes=2, filters=2, padding="valid")
+    assert_matches_probe(model, [(0, 0), (3, 4), (20, 35), (387, 387)])
+
+
+def test_unet_table_shows_the_phases():
+    table = receptive_field_table(unet((572, 572, 1), filters=2, padding="valid"))
+    rows = {row["name"]: row for row in table}
+    assert rows["bottleneck_relu2"]["r"] == "140" and rows["bottleneck_relu2"]["S"] == "16"
+    assert rows["decoder_block4_upconv"]["S"] == "8"
+    assert rows["output_activation"]["r"] == "188-204"
+
+
+# === Analytic == probe on other architectures ===
+
+
+def test_two_branches_of_different_depths_add_and_concatenate():
+    inputs = keras.Input((20, 20, 1))
+    short = layers.Conv2D(2, 3, padding="same")(inputs)
+    deep = layers.Conv2D(2, 3, padding="same")(inputs)
+    deep = layers.Conv2D(2, 3, padding="same", activation="relu")(deep)
+    added = layers.Add()([short, deep])
+    coarse = layers.MaxPooling2D(2)(inputs)
+    coarse = layers.Conv2D(2, 5, padding="same")(coarse)
+    coarse = layers.UpSampling2D(2)(coarse)
+    x = layers.Concatenate()([added, coarse])
+    model = keras.Model(inputs, layers.Conv2D(1, 1)(x))
+    rf = receptive_field(model)
+    # The coarse path wins: even outputs see o-4..o+5, odd ones o-5..o+4.
+    assert rf.sizes == ((10, 10), (10, 10)) and rf.size == (10, 10)
+    assert rf.interval((6, 7)) == ((2, 11), (2, 11))
+    assert_matches_probe(model, [(0, 0), (6, 7), (9, 10), (19, 19)])
+
+
+def test_segnet_like_encoder_decoder():
+    stack = [
+        layers.Conv2D(2, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(2, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
+        layers.Conv2D(2, 3, padding="same", activation="relu"),
+        layers.UpSampling2D(2), layers.Conv2D(2, 3, padding="same"),
+        layers.UpSampling2D(2, interpolation="bilinear"),
+        layers.Conv2D(1, 3, padding="same"),
+    ]
+    model = sequential((24, 24, 1), *stack)
+    rf = receptive_field(model)
+    assert rf.stride == (1, 1) and len(rf.sizes[0]) == 4
+    assert_matches_probe(model, [(0, 0), (9, 10), (11, 12), (13, 14), (23, 22)])
+
+
+def test_dilated_network_has_holes():
+    stack = [layers.Conv2D(1, 3, dilation_rate=d, padding="same") for d in (2, 4, 8)]
+    model = sequential((40, 40, 1), *stack)
+    rf = receptive_field(model)
+    assert rf.size == (29, 29)
+    assert_matches_probe(model, [(0, 0), (20, 20), (39, 5)])
+    mask, _ = gradient_receptive_field(model, (20, 20))
+    # Offsets 2a + 4b + 8c with a, b, c in {-1, 0, 1}: the even ones, 15 per axis.
+    assert mask.sum() == 15 * 15 and mask[6:35:2, 6:35:2].all()
+
+
+def test_transposed_convolution_network():
+    stack = [
+        layers.Conv2D(2, 3, strides=2), layers.Conv2DTranspose(2, 3, strides=2),
+        layers.Conv2DTranspose(2, 2, strides=2, padding="same"),
+        layers.Conv2D(1, 3, padding="same"),
+    ]
+    model = sequential((15, 15, 1), *stack)
+    rf = receptive_field(model)
+    assert rf.stride == (0.5, 0.5)
+    assert_matches_probe(model, [(0, 0), (13, 14), (15, 16), (17, 17), (29, 29)])
+
+
+def test_nested_model():
+    inner = sequential((None, None, 2), layers.Conv2D(2, 3), layers.Conv2D(2, 3))
+    inputs = keras.Input((16, 16, 1))
+    x = layers.Conv2D(2, 3)(inputs)
+    x = inner(x)
+    model = keras.Model(inputs, layers.MaxPooling2D(2)(x))
+    rf = receptive_field(model)
+    assert (rf.size, rf.stride) == ((8, 8), (2, 2))
+    assert_matches_probe(model, [(0, 0), (2, 3), (4, 4)])
+
+
+def test_crop_to_match_centres_the_field():
+    inputs = keras.Input((12, 12, 1))
+    small = layers.Conv2D(1, 5)(inputs)
+    cropped = CropToMatch2D()([inputs, small])
+    model = keras.Model(inputs, layers.Add()([cropped, small]))
+    assert receptive_field(model).interval((0, 0)) == ((0, 4), (0, 4))
+    assert_matches_probe(model, [(0, 0), (7, 3)])
+
+
+LAYER_KINDS = st.one_of(
+    st.tuples(st.just("conv"), st.integers(1, 5), st.integers(1, 2),
+              st.integers(1, 2), st.sampled_from(["valid", "same"])),
+    st.tuples(st.sampled_from(["max", "average"]), st.integers(1, 3),
+              st.integers(1, 2), st.just(1), st.sampled_from(["valid", "same"])),
+)
+
+
+def build_stack(specs, size):
+    """The layers of `specs`, up to the first that would not fit."""
+    stack = []
+    for kind, kernel, strides, dilation, padding in specs:
+        if kind != "conv" or strides > 1:  # Keras refuses strides with dilation.
+            dilation = 1
+        after = shapes.conv_output_size(size, kernel, strides, padding, dilation)
+        if after == 0:
+            break
+        size = after
+        if kind == "conv":
+            stack.append(layers.Conv2D(1, kernel, strides=strides, dilation_rate=dilation,
+                                       padding=padding, activation="relu"))
+        else:
+            pooling = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
+            stack.append(pooling(kernel, strides=strides, padding=padding))
+    return stack
+
+
+@settings(deadline=None, max_examples=40)
+@given(specs=st.lists(LAYER_KINDS, min_size=1, max_size=5),
+       size=st.integers(12, 30), data=st.data())
+def test_random_stacks_match_the_probe(specs, size, data):
+    stack = build_stack(specs, size)
+    if not stack:
+        return
+    model = sequential((size, size, 1), *stack)
+    rows, columns = model.output_shape[1:3]
+    position = data.draw(st.tuples(st.integers(0, rows - 1), st.integers(0, columns - 1)))
+    assert_matches_probe(model, [position, (rows // 2, columns // 2)])
+
+
+# === Errors ===
+
+
+def test_misaligned_strides_are_refused():
+    # google-research net 3: a stride-2 path added to a stride-1 path.
+    inputs = keras.Input((8, 8, 1), name="image")
+    left = layers.ZeroPadding2D(((2, 1), (2, 1)), name="pad_left")(inputs)
+    left = layers.Conv2D(1, 5, strides=2, name="conv_left")(left)
+    right = layers.Conv2D(1, 3, name="conv_right1")(inputs)
+    right = layers.Conv2D(1, 3, name="conv_right2")(right)
+    model = keras.Model(inputs, layers.Add(name="add")([left, right]))
+    message = (
+        "The paths from the output of 'image' through 'pad_left' and "
+        "'conv_right1' meet again on output grids that do not line up along "
+        "the rows: effective strides differ ('pad_left': stride 2, "
+        "'conv_right1': stride 1). Received: a misaligned multi-path model, "
+        "whose receptive field would depend on the position in a way no "
+        "(size, stride, padding) describes. Expected: paths with equal "
+        "effective strides and equal receptive-field centres (Araujo et al. "
+        "2019, §multi-path). Fix the padding or cropping of one path (a "
+        "'same' convolution with stride 2 on an even size pads only on the "
+        "right, for instance)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        receptive_field(model)
+
+
+def test_misaligned_centres_are_refused():
+    inputs = keras.Input((10, 10, 1), name="image")
+    shifted = layers.Cropping2D(((1, 0), (1, 0)), name="crop")(inputs)
+    shifted = layers.Cropping2D(((0, 3), (0, 3)), name="crop_end")(shifted)
+    convolved = layers.Conv2D(1, 5, name="conv")(inputs)
+    model = keras.Model(inputs, layers.Add()([shifted, convolved]))
+    message = (
+        "The paths from the output of 'image' through 'crop' and 'conv' meet "
+        "again on output grids that do not line up along the rows: the "
+        "centres of their receptive fields differ ('crop': centre 1, 'conv': "
+        "centre 2). Received: a misaligned multi-path model, whose receptive "
+        "field would depend on the position in a way no (size, stride, "
+        "padding) describes. Expected: paths with equal effective strides and "
+        "equal receptive-field centres (Araujo et al. 2019, §multi-path). Fix "
+        "the padding or cropping of one path (a 'same' convolution with "
+        "stride 2 on an even size pads only on the right, for instance)."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        receptive_field(model)
+
+
+def test_same_padding_with_stride_needs_the_input_size():
+    model = sequential((None, None, 1), layers.Conv2D(1, 3, strides=2, padding="same",
+                                                      name="down"))
+    message = (
+        "Layer 'down' (Conv2D) uses padding=\"same\" with strides=2 along the "
+        "rows, where the padding depends on the input size, which is unknown "
+        "here. Received: an input size of None. Pass `input_shape=(height, "
+        "width, channels)` to `receptive_field`."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        receptive_field(model)
+    assert receptive_field(model, input_shape=(9, 9, 1)).padding == (1, 1)
+
+
+class Mystery(keras.layers.Layer):
+    def call(self, x):
+        return x
+
+
+def test_unknown_layer_names_the_layer_and_the_fix():
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, Mystery(name="mystery")(inputs))
+    message = (
+        "Layer 'mystery' of class Mystery has no known receptive-field rule: "
+        "fcnkit knows convolutions, pooling, transposed convolutions, "
+        "upsampling, cropping, padding, pointwise and merge layers. Received: "
+        "Mystery. Register its receptive-field parameters with "
+        "`fcnkit.receptive_field.register_layer(Mystery, rule)`, where "
+        "`rule(layer, input_sizes)` returns one (rows, columns) pair of "
+        "`AxisWindow` per input."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        receptive_field(model)
+
+
+def test_registered_layer_is_used():
+    class Blur(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.average_pool(x, 3, 1, padding="same")
+
+    rf_module.register_layer(
+        Blur, lambda layer, sizes: [(AxisWindow(3, padding=1), AxisWindow(3, padding=1))]
+    )
+    try:
+        model = sequential((12, 12, 1), Blur(), Blur())
+        assert receptive_field(model).size == (5, 5)
+        assert_matches_probe(model, [(0, 0), (6, 6)])
+    finally:
+        rf_module._RULES.pop(Blur)
+
+
+def test_bad_arguments():
+    model = sequential((8, 8, 1), layers.Conv2D(1, 3, name="conv"))
+    with pytest.raises(ValueError, match=re.escape(
+        "`layer` must name a layer of model '")):
+        receptive_field(model, layer="nope")
+    with pytest.raises(ValueError, match=re.escape(
+        "`position` must be an output pixel `(row, column)`. Received: position=3.")):
+        gradient_receptive_field(model, 3)
+    with pytest.raises(ValueError, match=re.escape(
+        "`position` must lie inside the output, of size (6, 6). "
+        "Received: position=(6, 0).")):
+        gradient_receptive_field(model, (6, 0))
+
+
+def test_receptive_field_is_frozen():
+    rf = receptive_field(sequential((None, None, 1), layers.Conv2D(1, 3)))
+    assert isinstance(rf, ReceptiveField)
+    with pytest.raises(AttributeError):
+        rf.size = (1, 1)
+
+
+def test_probe_finds_every_pixel_despite_cancelling_weights():
+    # A kernel [1, -1] cancels on a constant image; the probe's positive copy does not.
+    conv = layers.Conv2D(1, (1, 2), use_bias=False)
+    model = sequential((4, 4, 1), conv)
+    conv.set_weights([np.array([1.0, -1.0]).reshape(1, 2, 1, 1)])
+    mask, box = gradient_receptive_field(model, (1, 1))
+    assert box == ((1, 1), (1, 2)) and mask.sum() == 2
