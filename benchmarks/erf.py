@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,20 +34,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 from fcnkit.erf import conv_stack, effective_receptive_field  # noqa: E402
 
 TOLERANCE = 1e-6
-
-
-def median_time(function, repeats):
-    result = function()  # warm-up: tracing, memory allocation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def main(argv=None) -> int:

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,6 +35,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 TOLERANCE = 1e-5
 CONV_FILTERS = (16, 16)
@@ -108,16 +107,6 @@ def predict_fully_convolutional(model, image, patch):
     """One pass of the fully convolutional network over the padded image."""
     padded = pad(image, patch)[None, :, :, None]
     return keras.ops.convert_to_numpy(model(padded))[0]
-
-
-def median_time(function, repeats):
-    function()  # warm-up: tracing, memory allocation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,21 @@
+"""What the benchmark scripts share: timing a function the same way everywhere."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def median_time(function, repeats):
+    """Median seconds of `repeats` calls of `function` after one warm-up call.
+
+    The warm-up absorbs tracing and memory allocation. Returns the median and
+    what the warm-up call returned (every call computes the same result).
+    """
+    result = function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
