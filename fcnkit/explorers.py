@@ -34,6 +34,7 @@ import numpy as np
 from fcnkit._validation import check_non_negative_int, check_positive_int, validate_option
 from fcnkit.erf import conv_stack, effective_receptive_field
 from fcnkit.receptive_field import receptive_field
+from fcnkit.shapes import conv_output_size
 
 POOLINGS = ("none", "max", "average")
 ACTIVATIONS = ("linear", "relu", "tanh")
@@ -152,7 +153,8 @@ class ReceptiveFieldView:
         positions: the two output pixels drawn: the centre one and its
             right-hand neighbour (`None` entries when the output is empty).
         intervals: their input intervals `((top, bottom), (left, right))`.
-        output_shape: `(rows, columns)` of the output for the image.
+        output_shape: `(rows, columns)` of the output for the image (0 when
+            the image is too small).
         text: one line describing the setting and its receptive field.
     """
 
@@ -186,7 +188,8 @@ def receptive_field_view(image, depth=3, kernel_size=3, stride=1, dilation=1,
     rows, columns = np.shape(image)[:2]
     network = explorer_network(depth, kernel_size, stride, dilation, pooling)
     rf = receptive_field(network)
-    output_shape = tuple(network.compute_output_shape((1, rows, columns, 1))[1:3])
+    output_shape = tuple(_output_size(size, depth, kernel_size, stride, dilation, pooling)
+                         for size in (rows, columns))
     setting = (f"{depth} conv {kernel_size}×{kernel_size}, stride {stride}, "
                f"dilation {dilation}, pooling {pooling}")
     if min(output_shape) < 1:
@@ -202,6 +205,17 @@ def receptive_field_view(image, depth=3, kernel_size=3, stride=1, dilation=1,
     text = (f"{setting}: receptive field {rf.size[0]}×{rf.size[1]}, effective stride "
             f"{rf.stride[0]}, output {output_shape[0]}×{output_shape[1]}")
     return ReceptiveFieldView(rf.size, rf.stride, positions, intervals, output_shape, text)
+
+
+def _output_size(size, depth, kernel_size, stride, dilation, pooling):
+    """Output length of `explorer_network(...)` for an input length (0: empty)."""
+    for index in range(1, depth + 1):
+        size = conv_output_size(size, kernel_size, stride, dilation_rate=dilation)
+        if pooling != "none" and index < depth and size:
+            size = conv_output_size(size, 2, 2)
+        if not size:
+            return 0
+    return size
 
 
 RF_PRESETS = (

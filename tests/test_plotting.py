@@ -36,3 +36,16 @@ def test_saving_a_report_leaves_the_session_backend_alone(tmp_path):
         assert (tmp_path / "report.png").stat().st_size > 0
     finally:
         matplotlib.use("Agg")
+
+
+def test_receptive_field_overlay_solid_inside_dashed_into_the_padding():
+    from fcnkit.plotting import receptive_field_overlay
+
+    axis = receptive_field_overlay(np.zeros((10, 12)), [((2, 4), (3, 7)), ((-2, 2), (9, 13))],
+                                   labels=["a", "b"], title="two")
+    inside, clipped, padded = axis.patches
+    assert inside.get_bbox().bounds == (2.5, 1.5, 5.0, 3.0)
+    assert clipped.get_bbox().bounds == (8.5, -0.5, 3.0, 3.0)  # rows 0-2, columns 9-11
+    assert padded.get_linestyle() == "--" and padded.get_bbox().bounds == (8.5, -2.5, 5.0, 5.0)
+    assert [text.get_text() for text in axis.get_legend().get_texts()] == ["a", "b"]
+    assert axis.get_xlim() == (-0.5, 14) and axis.get_ylim() == (9.5, -3)

@@ -1,0 +1,213 @@
+"""The lecture explorers (`fcnkit.explorers`): their logic, static figures and widgets.
+
+No browser is needed: the logic is plain functions, the static figures are
+matplotlib figures, and ipywidgets' widgets work without a front end (their
+values can be set and observed).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import keras
+import matplotlib
+import numpy as np
+import pytest
+
+from fcnkit import explorers
+from fcnkit.erf import conv_stack, effective_receptive_field
+from fcnkit.receptive_field import gradient_receptive_field, receptive_field
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
+def hand_receptive_field(depth, kernel_size, stride, dilation, pooling):
+    """Araujo's single-path recurrence, from the output back to the input."""
+    layers = []
+    for index in range(depth):
+        layers.append((dilation * (kernel_size - 1) + 1, stride))
+        if pooling != "none" and index < depth - 1:
+            layers.append((2, 2))
+    size, total_stride = 1, 1
+    for kernel, layer_stride in layers:
+        size += (kernel - 1) * total_stride
+        total_stride *= layer_stride
+    return size, total_stride
+
+
+SETTINGS = [
+    (1, 3, 1, 1, "none"),
+    (3, 3, 1, 1, "none"),
+    (5, 5, 1, 1, "none"),
+    (3, 3, 2, 1, "none"),
+    (2, 7, 2, 1, "average"),
+    (3, 3, 1, 2, "none"),
+    (4, 3, 1, 4, "max"),
+    (3, 1, 1, 1, "max"),
+]
+
+
+@pytest.mark.parametrize("depth, kernel_size, stride, dilation, pooling", SETTINGS)
+def test_explorer_network_receptive_field_matches_the_recurrence(
+        depth, kernel_size, stride, dilation, pooling):
+    network = explorers.explorer_network(depth, kernel_size, stride, dilation, pooling)
+    rf = receptive_field(network)
+    size, total_stride = hand_receptive_field(depth, kernel_size, stride, dilation, pooling)
+    assert rf.size == (size, size)
+    assert rf.stride == (total_stride, total_stride)
+
+
+@pytest.mark.parametrize("settings", [SETTINGS[3], SETTINGS[4], SETTINGS[6]])
+def test_receptive_field_view_draws_what_the_gradient_sees(settings):
+    image = np.zeros((150, 160))
+    view = explorers.receptive_field_view(image, *settings)
+    network = explorers.explorer_network(*settings)
+    assert len(view.positions) == 2
+    assert view.positions[1] == (view.positions[0][0], view.positions[0][1] + 1)
+    for position, interval in zip(view.positions, view.intervals):
+        _, box = gradient_receptive_field(network, position, input_shape=(150, 160, 1))
+        assert interval == box
+    # Neighbours are one effective stride apart.
+    (_, (left0, _)), (_, (left1, _)) = view.intervals
+    assert left1 - left0 == view.stride[1]
+    assert f"receptive field {view.size[0]}×{view.size[1]}" in view.text
+
+
+def test_receptive_field_view_of_an_image_too_small():
+    view = explorers.receptive_field_view(np.zeros((6, 6)), depth=4)
+    assert view.positions == () and view.intervals == ()
+    assert view.output_shape == (0, 0)
+    assert view.text.endswith("RF 9, but a 6×6 image is too small for this network "
+                              "(empty output).")
+
+
+def test_stride_and_dilation_together_are_refused():
+    message = ("Keras' Conv2D does not combine a stride above 1 with a dilation above 1. "
+               "Received: stride=2, dilation=2. Set one of them to 1.")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        explorers.explorer_network(3, stride=2, dilation=2)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match=r"pooling"):
+        explorers.explorer_network(2, pooling="min")
+    with pytest.raises(TypeError, match=r"depth"):
+        explorers.explorer_network(2.0)
+    with pytest.raises(ValueError, match=r"model"):
+        explorers.erf_view(model="trained")
+
+
+def test_use_widgets(monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert explorers.use_widgets(True) is False
+    assert explorers.use_widgets(False) is True
+    assert explorers.use_widgets(None) is False  # no Jupyter kernel in pytest
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert explorers.use_widgets(None) is False
+    with pytest.raises(TypeError, match=re.escape(
+            "`static` must be True, False or None. Received: static='yes'.")):
+        explorers.use_widgets("yes")
+
+
+def test_live_explorer_without_ipywidgets_says_how_to_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    assert explorers.use_widgets(None) is False
+    with pytest.raises(ImportError, match=re.escape(
+            "The live explorers need ipywidgets. Received: no module named 'ipywidgets'. "
+            "Install it (pip install ipywidgets) or pass static=True.")):
+        explorers.receptive_field_explorer(np.zeros((32, 32)), static=False)
+
+
+def test_static_receptive_field_figure_shows_the_presets():
+    image = np.zeros((48, 48))
+    figure = explorers.receptive_field_explorer(image, static=True)
+    assert isinstance(figure, matplotlib.figure.Figure)
+    assert len(figure.axes) == len(explorers.RF_PRESETS)
+    for axis, preset in zip(figure.axes, explorers.RF_PRESETS):
+        view = explorers.receptive_field_view(image, **preset)
+        assert axis.get_title() == f"RF {view.size[0]}×{view.size[1]}, stride {view.stride[0]}"
+        assert len(axis.patches) == 2  # two neighbouring output pixels, inside the image
+
+
+def test_live_receptive_field_explorer_follows_its_controls():
+    box = explorers.receptive_field_explorer(np.zeros((100, 100)), static=False)
+    assert set(box.controls) == {"depth", "kernel_size", "stride", "dilation", "pooling"}
+    assert "receptive field 7×7" in box.status.value
+    box.controls["depth"].value = 5
+    assert "receptive field 11×11" in box.status.value
+    box.controls["pooling"].value = "max"
+    size, stride = hand_receptive_field(5, 3, 1, 1, "max")
+    assert f"receptive field {size}×{size}, effective stride {stride}" in box.status.value
+    box.controls["pooling"].value = "none"
+    box.controls["stride"].value = 2
+    box.controls["dilation"].value = 2
+    assert box.status.value.startswith("Keras' Conv2D does not combine a stride")
+
+
+@pytest.mark.parametrize("depth", [1, 3, 6])
+def test_erf_view_of_the_uniform_linear_stack_is_exact(depth):
+    view = explorers.erf_view(depth=depth, input_size=2 * depth + 9)
+    assert view.theoretical_size == 2 * depth + 1
+    for sigma in view.erf.sigma:
+        assert sigma**2 == pytest.approx(2 * depth / 3, rel=1e-5)
+    assert view.text.startswith(f"{depth} conv 3×3, linear, uniform weights: σ = ")
+
+
+def test_erf_view_results_are_cached():
+    first = explorers.erf_view(depth=3, activation="relu", weights="random", input_size=15,
+                               samples=2)
+    again = explorers.erf_view(depth=3, activation="relu", weights="random", input_size=15,
+                               samples=2)
+    assert again.erf is first.erf
+    assert first.erf.init == "random" and first.erf.samples == 2
+
+
+def test_erf_view_of_a_given_model_uses_its_weights():
+    model = conv_stack(2, activation="relu", weights="random", filters=2, input_channels=3,
+                       seed=4)
+    view = explorers.erf_view(model="trained", models={"trained": model}, input_size=15,
+                              samples=3, seed=1)
+    expected = effective_receptive_field(model, (15, 15, 3), samples=3, seed=1, init="model")
+    np.testing.assert_allclose(view.erf.map, expected.map, atol=1e-12)
+    assert view.theoretical_size == 5
+    assert view.text.startswith("trained: σ = ")
+
+
+def test_erf_view_of_a_model_without_a_receptive_field_rule():
+    class Twice(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, Twice()(keras.layers.Conv2D(1, 3, padding="same")(inputs)))
+    view = explorers.erf_view(model="odd", models={"odd": model}, input_size=9, samples=1)
+    assert view.theoretical_size is None
+    assert "theoretical RF" not in view.text
+
+
+def test_static_erf_figure_shows_the_presets_and_the_models():
+    model = conv_stack(3, weights="uniform")
+    figure = explorers.erf_explorer({"mine": model}, input_size=25, static=True)
+    assert len(figure.axes) == len(explorers.ERF_PRESETS) + 1
+    assert figure.axes[-1].get_xlabel() == "mine"
+    assert figure.axes[-1].get_title() == "σ = 1.41 × 1.41 px"  # 2n/3 = 2
+
+
+def test_live_erf_explorer_follows_its_controls():
+    model = conv_stack(2, weights="uniform")
+    box = explorers.erf_explorer({"two layers": model}, input_size=21, static=False)
+    assert list(box.controls["model"].options) == [explorers.STACK, "two layers"]
+    assert box.status.value.startswith("5 conv 3×3, linear, uniform weights")
+    box.controls["depth"].value = 3
+    assert box.status.value.startswith("3 conv 3×3, linear, uniform weights: σ = 1.41 px")
+    box.controls["model"].value = "two layers"
+    assert box.status.value.startswith("two layers: σ = 1.15 px, theoretical RF 5")
