@@ -348,6 +348,53 @@ def test_random_stacks_match_the_probe(specs, size, data):
     assert_matches_probe(model, [position, (rows // 2, columns // 2)])
 
 
+BRANCH_LAYERS = st.lists(
+    st.tuples(st.integers(1, 5), st.integers(1, 3), st.sampled_from(["valid", "same"])),
+    min_size=0, max_size=3)
+
+
+def branch(x, specs, size):
+    """Stride-1 convolutions (kernel, dilation, padding) and the length they leave."""
+    for kernel, dilation, padding in specs:
+        after = shapes.conv_output_size(size, kernel, 1, padding, dilation)
+        if after < 3:
+            break
+        x = layers.Conv2D(1, kernel, dilation_rate=dilation, padding=padding)(x)
+        size = after
+    return x, size
+
+
+@settings(deadline=None, max_examples=30)
+@given(trunk=st.lists(LAYER_KINDS, min_size=0, max_size=2), left=BRANCH_LAYERS,
+       right=BRANCH_LAYERS, merge=st.sampled_from(["add", "concatenate", "multiply"]),
+       data=st.data())
+def test_random_two_branch_graphs_match_the_probe_or_are_refused(trunk, left, right, merge,
+                                                                  data):
+    """Random graphs: a trunk, two branches, a merge. Branches of different depths with
+    valid padding are cropped to a common size (CropToMatch2D); where the centres of the
+    two paths do not line up the analytic computation must refuse, never be wrong."""
+    size = 24
+    inputs = keras.Input((size, size, 1))
+    x = inputs
+    for layer in build_stack(trunk, size):
+        x = layer(x)
+    trunk_size = x.shape[1]
+    a, a_size = branch(x, left, trunk_size)
+    b, b_size = branch(x, right, trunk_size)
+    a, b = (CropToMatch2D()([a, b]), b) if a_size > b_size else (a, CropToMatch2D()([b, a]))
+    merged = {"add": layers.Add, "concatenate": layers.Concatenate,
+              "multiply": layers.Multiply}[merge]()([a, b])
+    model = keras.Model(inputs, layers.Conv2D(1, 1)(merged))
+    rows, columns = model.output_shape[1:3]
+    position = data.draw(st.tuples(st.integers(0, rows - 1), st.integers(0, columns - 1)))
+    try:
+        receptive_field(model)
+    except ValueError as error:
+        assert "do not line up" in str(error) or "misaligned" in str(error), error
+        return
+    assert_matches_probe(model, [position, (rows // 2, columns // 2)])
+
+
 # === Errors ===
 
 
