@@ -8,6 +8,8 @@ backend-neutral gradient function, so this module dispatches on
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -79,3 +81,129 @@ def input_gradient(model, inputs, output_weights) -> np.ndarray:
         f"`input_gradient` supports the backends {choices}. "
         f"Received: backend={backend!r}. Set KERAS_BACKEND to one of them."
     )
+
+
+def _unsupported(backend: str, what: str) -> ValueError:
+    return ValueError(
+        f"{what} computes gradients on the TensorFlow and JAX backends. "
+        f"Received: KERAS_BACKEND={backend!r}. Set KERAS_BACKEND=\"tensorflow\" or "
+        "\"jax\" before importing Keras."
+    )
+
+
+def compiled_input_gradient(model, objective, what="This function"):
+    """`gradient(x)`: d objective(model(x)) / dx as NumPy, compiled once, reused.
+
+    The model's variables are read at every call, so weights assigned between
+    calls are used. `objective` maps the model's output to a scalar (e.g. the
+    sum over the batch of one output pixel: then one pass gives every
+    sample's gradient).
+
+    Args:
+        model: a Keras model with one input.
+        objective: callable, output tensor -> scalar tensor (keras.ops).
+        what: the caller's name, for the error message.
+
+    Returns:
+        A function of a NumPy batch returning a NumPy array of its shape.
+
+    Raises:
+        ValueError: on a backend other than TensorFlow and JAX.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def tf_gradient(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                total = objective(model(x, training=False))
+            return tape.gradient(total, x)
+
+        return lambda x: tf_gradient(tf.constant(x)).numpy()
+    if backend == "jax":
+        import jax
+
+        def total(x, trainable, non_trainable):
+            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return objective(outputs)
+
+        jax_gradient = jax.jit(jax.grad(total))
+
+        def gradient(x):
+            return np.asarray(jax_gradient(
+                x, [v.value for v in model.trainable_variables],
+                [v.value for v in model.non_trainable_variables]))
+
+        return gradient
+    raise _unsupported(backend, what)
+
+
+def vectorized_input_gradient(model, objective, what="This function"):
+    """`gradient(trainable, non_trainable, x)`: one input gradient per set of weights.
+
+    Each list holds, per variable of `model` (in the order of
+    `model.trainable_variables` / `model.non_trainable_variables`), the
+    values for `k` sets of weights stacked on a first axis; `x` has shape
+    `(k, batch, ...)`. Entry `i` of the result is d objective(model_i(x[i]))
+    / dx[i] for the model with the i-th set of weights: all `k` models in
+    one vectorised pass (`tf.vectorized_map`, `jax.vmap`), compiled once.
+
+    Raises:
+        ValueError: on a backend other than TensorFlow and JAX.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def one(arguments):
+            trainable, non_trainable, x = arguments
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                outputs, _ = model.stateless_call(list(trainable), list(non_trainable), x,
+                                                  training=False)
+                total = objective(outputs)
+            return tape.gradient(total, x)
+
+        @tf.function(reduce_retracing=True)
+        def vectorised(trainable, non_trainable, x):
+            return tf.vectorized_map(one, (trainable, non_trainable, x))
+
+        @tf.function(reduce_retracing=True)
+        def looped(trainable, non_trainable, x):
+            return tf.map_fn(one, (trainable, non_trainable, x), fn_output_signature=x.dtype)
+
+        chosen = [vectorised]
+
+        def gradient(trainable, non_trainable, x):
+            arguments = ([tf.constant(v) for v in trainable],
+                         [tf.constant(v) for v in non_trainable], tf.constant(x))
+            try:
+                return chosen[0](*arguments).numpy()
+            except (tf.errors.InvalidArgumentError, ValueError) as error:
+                if chosen[0] is looped:
+                    raise
+                # TensorFlow's vectoriser (pfor) fails on some layers, batch
+                # normalisation among them: same values, one set after another.
+                warnings.warn(
+                    f"{what}: TensorFlow could not vectorise the gradient over sets "
+                    f"of weights ({str(error).splitlines()[0][:200]}); computing "
+                    "them one after another instead, with the same result.",
+                    RuntimeWarning, stacklevel=2,
+                )
+                chosen[0] = looped
+                return looped(*arguments).numpy()
+
+        return gradient
+    if backend == "jax":
+        import jax
+
+        def total(x, trainable, non_trainable):
+            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return objective(outputs)
+
+        jax_gradient = jax.jit(jax.vmap(jax.grad(total), in_axes=(0, 0, 0)))
+        return lambda trainable, non_trainable, x: np.asarray(
+            jax_gradient(x, list(trainable), list(non_trainable)))
+    raise _unsupported(backend, what)
