@@ -8,6 +8,7 @@ backend-neutral gradient function, so this module dispatches on
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import keras
@@ -91,37 +92,58 @@ def _unsupported(backend: str, what: str) -> ValueError:
     )
 
 
-def compiled_input_gradient(model, objective, what="This function"):
-    """`gradient(x)`: d objective(model(x)) / dx as NumPy, compiled once, reused.
+@contextlib.contextmanager
+def _quiet_tracing():
+    """TensorFlow warns when many fresh tf.functions trace; each model here has its own."""
+    import tensorflow as tf
 
-    The model's variables are read at every call, so weights assigned between
-    calls are used. `objective` maps the model's output to a scalar (e.g. the
-    sum over the batch of one output pixel: then one pass gives every
-    sample's gradient).
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def gradient_function(model, objective, vectorised=False, what="This function"):
+    """A compiled `gradient(x, trainable=None, non_trainable=None)`, built once, reused.
+
+    It returns d objective(model(x)) / dx as NumPy, where `objective` maps the
+    model's output to a scalar (e.g. the sum over the batch of one output
+    pixel: one pass then gives every sample's gradient). The weights are the
+    model's current values (read at every call), or the given lists of values
+    in the order of `model.trainable_variables` and
+    `model.non_trainable_variables` (a stateless call: the model is never
+    changed).
+
+    With `vectorised=True`, the weights are `k` sets stacked on a first axis
+    and `x` has shape `(k, batch, ...)`: entry `i` of the result is the
+    gradient of the model with the i-th set of weights at `x[i]`, all in one
+    vectorised pass (`jax.vmap`, or `tf.vectorized_map`; where TensorFlow
+    cannot vectorise a layer, batch normalisation among them, it warns once
+    and computes the sets one after another, with the same result).
 
     Args:
         model: a Keras model with one input.
         objective: callable, output tensor -> scalar tensor (keras.ops).
-        what: the caller's name, for the error message.
+        vectorised: bool, see above.
+        what: the caller's name, for messages.
 
     Returns:
-        A function of a NumPy batch returning a NumPy array of its shape.
+        The function.
 
     Raises:
         ValueError: on a backend other than TensorFlow and JAX.
     """
     backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
-        def tf_gradient(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                total = objective(model(x, training=False))
-            return tape.gradient(total, x)
+    def current(trainable, non_trainable):
+        if trainable is None:
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+        return list(trainable), list(non_trainable)
 
-        return lambda x: tf_gradient(tf.constant(x)).numpy()
     if backend == "jax":
         import jax
 
@@ -129,81 +151,52 @@ def compiled_input_gradient(model, objective, what="This function"):
             outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
             return objective(outputs)
 
-        jax_gradient = jax.jit(jax.grad(total))
+        step = jax.grad(total)
+        compiled = jax.jit(jax.vmap(step) if vectorised else step)
 
-        def gradient(x):
-            return np.asarray(jax_gradient(
-                x, [v.value for v in model.trainable_variables],
-                [v.value for v in model.non_trainable_variables]))
+        def jax_gradient(x, trainable=None, non_trainable=None):
+            return np.asarray(compiled(x, *current(trainable, non_trainable)))
 
-        return gradient
-    raise _unsupported(backend, what)
+        return jax_gradient
+    if backend != "tensorflow":
+        raise _unsupported(backend, what)
+    import tensorflow as tf
 
+    def one(arguments):
+        x, trainable, non_trainable = arguments
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs, _ = model.stateless_call(list(trainable), list(non_trainable), x,
+                                              training=False)
+            total = objective(outputs)
+        return tape.gradient(total, x)
 
-def vectorized_input_gradient(model, objective, what="This function"):
-    """`gradient(trainable, non_trainable, x)`: one input gradient per set of weights.
+    def looped(arguments):
+        return tf.map_fn(one, arguments, fn_output_signature=arguments[0].dtype)
 
-    Each list holds, per variable of `model` (in the order of
-    `model.trainable_variables` / `model.non_trainable_variables`), the
-    values for `k` sets of weights stacked on a first axis; `x` has shape
-    `(k, batch, ...)`. Entry `i` of the result is d objective(model_i(x[i]))
-    / dx[i] for the model with the i-th set of weights: all `k` models in
-    one vectorised pass (`tf.vectorized_map`, `jax.vmap`), compiled once.
+    functions = [tf.function(one, reduce_retracing=True)]
+    if vectorised:
+        functions = [tf.function(lambda arguments: tf.vectorized_map(one, arguments),
+                                 reduce_retracing=True),
+                     tf.function(looped, reduce_retracing=True)]
 
-    Raises:
-        ValueError: on a backend other than TensorFlow and JAX.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        def one(arguments):
-            trainable, non_trainable, x = arguments
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                outputs, _ = model.stateless_call(list(trainable), list(non_trainable), x,
-                                                  training=False)
-                total = objective(outputs)
-            return tape.gradient(total, x)
-
-        @tf.function(reduce_retracing=True)
-        def vectorised(trainable, non_trainable, x):
-            return tf.vectorized_map(one, (trainable, non_trainable, x))
-
-        @tf.function(reduce_retracing=True)
-        def looped(trainable, non_trainable, x):
-            return tf.map_fn(one, (trainable, non_trainable, x), fn_output_signature=x.dtype)
-
-        chosen = [vectorised]
-
-        def gradient(trainable, non_trainable, x):
-            arguments = ([tf.constant(v) for v in trainable],
-                         [tf.constant(v) for v in non_trainable], tf.constant(x))
+    def tf_gradient(x, trainable=None, non_trainable=None):
+        trainable, non_trainable = current(trainable, non_trainable)
+        arguments = (tf.constant(x), [tf.convert_to_tensor(v) for v in trainable],
+                     [tf.convert_to_tensor(v) for v in non_trainable])
+        with _quiet_tracing():
             try:
-                return chosen[0](*arguments).numpy()
+                return functions[0](arguments).numpy()
             except (tf.errors.InvalidArgumentError, ValueError) as error:
-                if chosen[0] is looped:
+                if len(functions) == 1:
                     raise
-                # TensorFlow's vectoriser (pfor) fails on some layers, batch
-                # normalisation among them: same values, one set after another.
                 warnings.warn(
                     f"{what}: TensorFlow could not vectorise the gradient over sets "
                     f"of weights ({str(error).splitlines()[0][:200]}); computing "
                     "them one after another instead, with the same result.",
                     RuntimeWarning, stacklevel=2,
                 )
-                chosen[0] = looped
-                return looped(*arguments).numpy()
+                functions.pop(0)
+                return functions[0](arguments).numpy()
 
-        return gradient
-    if backend == "jax":
-        import jax
-
-        def total(x, trainable, non_trainable):
-            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-            return objective(outputs)
-
-        jax_gradient = jax.jit(jax.vmap(jax.grad(total), in_axes=(0, 0, 0)))
-        return lambda trainable, non_trainable, x: np.asarray(
-            jax_gradient(x, list(trainable), list(non_trainable)))
-    raise _unsupported(backend, what)
+    return tf_gradient

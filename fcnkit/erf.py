@@ -28,7 +28,7 @@ import math
 import keras
 import numpy as np
 
-from fcnkit._gradients import compiled_input_gradient, vectorized_input_gradient
+from fcnkit._gradients import gradient_function
 from fcnkit._validation import (
     check_non_negative_int,
     check_positive_float,
@@ -220,17 +220,20 @@ def effective_receptive_field(model, input_shape, samples=None, seed=0, init="ra
     random linear networks), summed over input channels; the maps are averaged
     and normalised to sum 1.
 
-    All samples go through **one vectorised backward pass** where memory
-    allows (or passes of `batch_size` samples). With `init="model"` the
-    model's own weights are used: since samples do not interact, the gradient
-    of the *sum* over the batch of the centre outputs with respect to the
-    batch of inputs holds every per-sample gradient. With `init="random"`
-    every sample gets fresh weights drawn with the model's own initialisers
-    (seeded, so the result depends only on `seed`) and its own random input;
-    the sets of weights are stacked and the model is differentiated for all
-    of them at once (`tf.vectorized_map`, `jax.vmap` over a stateless call),
-    the model passed in is never changed. By default a pass holds every
-    sample, but no more sets of weights than fit in 256 MiB.
+    With `init="model"` the model's own weights are used and all samples go
+    through **one batched backward pass** (or passes of `batch_size`):
+    since samples do not interact, the gradient of the *sum* over the batch
+    of the centre outputs with respect to the batch of inputs holds every
+    per-sample gradient. With `init="random"` every sample gets fresh
+    weights drawn with the model's own initialisers (seeded, so the result
+    depends only on `seed`) and its own random input, through a stateless
+    call (the model passed in is never changed). With `batch_size` above 1
+    the sets of weights are stacked and differentiated together in one
+    vectorised pass (`tf.vectorized_map`, `jax.vmap`); by default that is
+    done on a GPU (every sample, as long as the copies of the weights fit in
+    256 MiB), while on a CPU, where vectorising costs more to compile than it
+    saves, the samples go one after another. The maps are the same either
+    way.
 
     Args:
         model: a Keras model with a single image input and an image output
@@ -249,9 +252,10 @@ def effective_receptive_field(model, input_shape, samples=None, seed=0, init="ra
             Defaults to `"random"`.
         output_channel: None (sum over output channels) or an int.
         statistic: `"absolute"` or `"squared"`. Defaults to `"absolute"`.
-        batch_size: int or None: samples per backward pass (None: all of
-            them; with `init="random"`, as many sets of weights as fit in
-            256 MiB). Lower it when memory is short.
+        batch_size: int or None: samples per backward pass. None: all of
+            them with `init="model"`; with `init="random"`, as many sets of
+            weights as fit in 256 MiB on a GPU, one on a CPU. Lower it when
+            memory is short.
 
     Returns:
         A frozen `EffectiveReceptiveField`.
@@ -331,23 +335,30 @@ def effective_receptive_field(model, input_shape, samples=None, seed=0, init="ra
     if images is None:
         images = rng.standard_normal((samples,) + input_shape).astype("float32")
     total = np.zeros(input_shape[:2])
-    gradient = _cached_gradient(model, init, position, output_channel)
     if init == "model":
+        gradient = _cached_gradient(model, position, output_channel, vectorised=False)
         batch_size = batch_size or samples
         for start in range(0, samples, batch_size):
             total += _reduce(gradient(images[start:start + batch_size]), statistic)
     else:
         draw = _draw_function(model)
-        batch_size = batch_size or _default_draws(model, samples)
+        if batch_size is None:
+            from fcnkit.training.device import gpu_available
+
+            batch_size = _default_draws(model, samples) if gpu_available() else 1
+        gradient = _cached_gradient(model, position, output_channel, batch_size > 1)
         weight_seeds = rng.integers(0, 2**31 - 1, size=samples)
         for start in range(0, samples, batch_size):
             draws = [draw(int(seed)) for seed in weight_seeds[start:start + batch_size]]
+            if batch_size == 1:
+                total += _reduce(gradient(images[start:start + 1], *draws[0]), statistic)
+                continue
             trainable, non_trainable = (
                 [np.stack(values) for values in zip(*(d[part] for d in draws))]
                 for part in (0, 1)
             )
             batch = images[start:start + batch_size, np.newaxis]
-            total += _reduce(gradient(trainable, non_trainable, batch)[:, 0], statistic)
+            total += _reduce(gradient(batch, trainable, non_trainable)[:, 0], statistic)
     return _result(total, position, samples, init, statistic)
 
 
@@ -455,20 +466,18 @@ def _default_draws(model, samples):
     return max(1, min(samples, 2**28 // max(weight_bytes, 1)))
 
 
-def _cached_gradient(model, init, position, output_channel):
+def _cached_gradient(model, position, output_channel, vectorised):
     """The compiled gradient function for this model and pixel, built once.
 
-    Tracing (and, for `init="random"`, vectorising) a deep model takes longer
-    than a backward pass, so the function is kept on the model, with the
-    model's lifetime: measuring again (an explorer's slider, a benchmark's
-    repeats) reuses it.
+    Tracing a deep model (and vectorising it) takes longer than a backward
+    pass, so the function is kept on the model, with the model's lifetime:
+    measuring again (an explorer's slider, a benchmark's repeats) reuses it.
     """
     cache = model.__dict__.setdefault("_fcnkit_erf_gradients", {})
-    key = (keras.backend.backend(), init, position, output_channel)
+    key = (keras.backend.backend(), position, output_channel, vectorised)
     if key not in cache:
-        build = compiled_input_gradient if init == "model" else vectorized_input_gradient
-        cache[key] = build(model, _centre_objective(position, output_channel),
-                           "`effective_receptive_field`")
+        cache[key] = gradient_function(model, _centre_objective(position, output_channel),
+                                       vectorised, "`effective_receptive_field`")
     return cache[key]
 
 
