@@ -140,15 +140,20 @@ def receptive_field_overlay(image, intervals, axis=None, title="", labels=None):
     return axis
 
 
-def erf_heatmap(erf, axis=None, theoretical_size=None, title=None):
+def erf_heatmap(erf, axis=None, theoretical_size=None, title=None, theoretical_region=None):
     """The map of an `EffectiveReceptiveField`, with its 2σ ellipse and the theoretical RF.
 
     Args:
         erf: a `fcnkit.erf.EffectiveReceptiveField`.
         axis: a matplotlib axis, or None for a new figure.
         theoretical_size: optional int, the side of the theoretical receptive
-            field, drawn as a dashed square around the output position.
+            field, drawn as a dashed square centred on the pixel nearest to
+            the ERF's centre (right for networks whose field is centred).
         title: str, or None for one giving σ.
+        theoretical_region: optional `((top, bottom), (left, right))` in input
+            pixels, ends included (e.g. `receptive_field_region(model,
+            erf.output_position, input_shape)`): the theoretical receptive
+            field drawn exactly, for any network.
 
     Returns:
         The matplotlib axis.
@@ -157,8 +162,11 @@ def erf_heatmap(erf, axis=None, theoretical_size=None, title=None):
 
     >>> from fcnkit.erf import conv_stack, effective_receptive_field
     >>> erf = effective_receptive_field(conv_stack(2), (9, 9, 1), samples=1)
-    >>> erf_heatmap(erf, theoretical_size=5).get_title()  # sigma**2 = 2n/3
+    >>> axis = erf_heatmap(erf, theoretical_size=5)
+    >>> axis.get_title()  # sigma**2 = 2n/3
     'σ = 1.15 × 1.15 px'
+    >>> [float(v) for v in axis.patches[1].get_bbox().bounds]  # pixels 2..6
+    [1.5, 1.5, 5.0, 5.0]
 
     Reference:
         Luo et al., NIPS 2016, Figure 1. Lesson: ``04_effective_receptive_field``.
@@ -170,11 +178,16 @@ def erf_heatmap(erf, axis=None, theoretical_size=None, title=None):
     row, column = erf.centre
     axis.add_patch(Ellipse((column, row), 4 * erf.sigma[1], 4 * erf.sigma[0], fill=False,
                            edgecolor="tab:cyan", linewidth=1.5, label="2σ"))
-    if theoretical_size is not None:
-        half = theoretical_size / 2
-        top, left = erf.output_position[0] - half, erf.output_position[1] - half
-        axis.add_patch(Rectangle((left, top), theoretical_size, theoretical_size, fill=False,
-                                 edgecolor="white", linestyle="--", linewidth=1,
+    if theoretical_region is None and theoretical_size is not None:
+        half = theoretical_size // 2
+        centre_row, centre_column = (int(round(value)) for value in erf.centre)
+        theoretical_region = ((centre_row - half, centre_row - half + theoretical_size - 1),
+                              (centre_column - half,
+                               centre_column - half + theoretical_size - 1))
+    if theoretical_region is not None:
+        (top, bottom), (left, right) = theoretical_region
+        axis.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
+                                 fill=False, edgecolor="white", linestyle="--", linewidth=1,
                                  label="theoretical RF"))
     if title is None:
         title = f"σ = {erf.sigma[0]:.2f} × {erf.sigma[1]:.2f} px"
