@@ -34,6 +34,15 @@ import keras
 import numpy as np
 
 from fcnkit._validation import check_non_negative_int, check_positive_int
+from fcnkit.layers import (
+    AddCoords2D,
+    BlurPool2D,
+    CropToMatch2D,
+    MaxPoolingWithArgmax2D,
+    MaxUnpooling2D,
+)
+from fcnkit.layers.blur_pool import padding_widths
+from fcnkit.layers.max_unpooling import INDEX_DTYPE, _windows
 
 AXES = ("rows", "columns")
 
@@ -60,6 +69,15 @@ class AxisWindow:
     output index `t` reads the one or two input pixels around
     `(t + 0.5) / strides - 0.5`.
 
+    `boundary` says what a `"conv"` window reads outside the input: `"zero"`
+    (zero padding: nothing), `"reflect"` (index `-1` reads `1`, as
+    `numpy.pad(mode="reflect")`) or `"symmetric"` (index `-1` reads `0`).
+    `receptive_field` and its intervals treat every boundary like zero padding
+    (Araujo's convention: the interval continues beyond the image);
+    `receptive_field_region`, which stays inside the image, folds reflected
+    indices back in, so a border pixel of `BlurPool2D` also depends on the
+    pixels its padding mirrors.
+
     Example:
 
     >>> AxisWindow(kernel_size=3, strides=2).indices(5).tolist()
@@ -75,6 +93,7 @@ class AxisWindow:
     dilation_rate: int = 1
     padding: int = 0
     kind: str = "conv"
+    boundary: str = "zero"
 
     @property
     def scale(self) -> Fraction:
@@ -282,8 +301,6 @@ def _layer_windows(layer, input_sizes: list) -> list:
     if isinstance(layer, keras.layers.ZeroPadding2D):
         _channels_last(layer)
         return [tuple(AxisWindow(padding=layer.padding[axis][0]) for axis in (0, 1))]
-    from fcnkit.layers import CropToMatch2D
-
     if isinstance(layer, CropToMatch2D):
         reference = input_sizes[1]
         offsets = []
@@ -297,6 +314,9 @@ def _layer_windows(layer, input_sizes: list) -> list:
                 )
             offsets.append((size[axis] - reference[axis]) // 2)
         return [tuple(AxisWindow(padding=-offset) for offset in offsets), None]
+    windows = _fcnkit_layer_windows(layer, input_sizes)
+    if windows is not None:
+        return windows
     if isinstance(layer, _POINTWISE):
         if isinstance(layer, _CHANNEL_AXIS_LAYERS):
             axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
@@ -318,6 +338,60 @@ def _layer_windows(layer, input_sizes: list) -> list:
         f"{name}, rule)`, where `rule(layer, input_sizes)` returns one "
         "(rows, columns) pair of `AxisWindow` per input."
     )
+
+
+def _fcnkit_layer_windows(layer, input_sizes: list):
+    """The windows of fcnkit's own layers (None for any other layer)."""
+    size = input_sizes[0] if input_sizes else (None, None)
+    if isinstance(layer, AddCoords2D):  # coordinates depend on the size only
+        return [(AxisWindow(), AxisWindow())]
+    if isinstance(layer, BlurPool2D):
+        before, _ = padding_widths(layer.filter_size)
+        return [tuple(
+            AxisWindow(layer.filter_size, layer.strides[axis], padding=before,
+                       boundary=layer.padding)
+            for axis in (0, 1)
+        )]
+    if isinstance(layer, MaxPoolingWithArgmax2D):  # as MaxPooling2D
+        windows = []
+        for axis in (0, 1):
+            pool = layer.pool_size[axis]
+            padding = 0
+            if layer.padding == "same":
+                padding = _same_left_padding(layer, pool, pool, size[axis], axis)
+            windows.append(AxisWindow(pool, pool, padding=padding))
+        return [tuple(windows)]
+    if isinstance(layer, MaxUnpooling2D):
+        # As nearest upsampling, for the values and for the indices (which pixel of the
+        # window gets the value depends on them); a reference gives only its size.
+        reference = input_sizes[2] if len(input_sizes) == 3 else None
+        windows = []
+        for axis in (0, 1):
+            pool = layer.pool_size[axis]
+            pooled = size[axis]
+            target = None
+            if reference is not None:
+                target = reference[axis]
+            elif layer.output_size is not None:
+                target = layer.output_size[axis]
+            if reference is None and layer.output_size is None:
+                crop = 0
+            elif pooled is not None and target is not None:
+                crop = max(pooled * pool - target, 0) // 2
+            elif pool <= 2:  # a crop of at most 1 pixel, all of it below / right
+                crop = 0
+            else:
+                raise ValueError(
+                    f"Layer '{layer.name}' (MaxUnpooling2D) fits its output to a size "
+                    f"that may be smaller than pool_size {pool} times the pooled size along "
+                    f"the {AXES[axis]}; how much it crops above depends on sizes unknown "
+                    f"here. Received: input sizes {input_sizes}. Pass "
+                    "`input_shape=(height, width, channels)` to `receptive_field`."
+                )
+            windows.append(AxisWindow(pool, pool, padding=crop, kind="transposed"))
+        windows = tuple(windows)
+        return [windows, windows] + ([None] if reference is not None else [])
+    return None
 
 
 # === The graph ===
@@ -434,11 +508,21 @@ class _AxisState:
         return first, last, any_row
 
 
+def _fold(indices: np.ndarray, size: int, boundary: str) -> np.ndarray:
+    """Where indices outside `[0, size)` read from under reflect or symmetric padding
+    (a padding narrower than the input, as the layers require)."""
+    shift = 0 if boundary == "reflect" else 1
+    indices = np.where(indices < 0, -indices - shift, indices)
+    return np.where(indices > size - 1, 2 * (size - 1) + shift - indices, indices)
+
+
 def _apply(window: AxisWindow, state: _AxisState, size: int | None, clip: bool) -> _AxisState:
     """Index sets of a layer's input, from those of its output."""
     outputs = np.arange(state.offset, state.offset + state.matrix.shape[1])
     rows, cols = window.pairs(outputs)
     if clip:
+        if window.boundary != "zero":
+            cols = _fold(cols, size, window.boundary)
         keep = (cols >= 0) & (cols < size)
         rows, cols = rows[keep], cols[keep]
     if len(cols) == 0:
@@ -671,7 +755,10 @@ def _target(model, layer):
             f"`layer` must be a layer of model '{model.name}' or its name. "
             f"Received: layer={layer!r}."
         )
-    return layer.output
+    output = layer.output
+    if isinstance(output, (list, tuple)):  # MaxPoolingWithArgmax2D: values and indices
+        output = output[0]  # share one receptive field
+    return output
 
 
 def _identity_state(positions: np.ndarray) -> tuple:
@@ -930,12 +1017,38 @@ def _probe_dtype() -> str:
     return "float64"
 
 
+class _ProbePoolingWithArgmax2D(MaxPoolingWithArgmax2D):
+    """The probe's copy of `MaxPoolingWithArgmax2D`: each window's sum (linear, so every
+    pixel of the window gets a gradient, as average pooling replaces max-pooling), and
+    indices all 0 (they carry no gradient anyway)."""
+
+    def call(self, inputs):
+        windows, _, _ = _windows(inputs, self.pool_size, self.padding, 0.0)
+        pooled = keras.ops.sum(windows, axis=(2, 4))
+        return [pooled, keras.ops.zeros(keras.ops.shape(pooled), INDEX_DTYPE)]
+
+
+class _ProbeMaxUnpooling2D(MaxUnpooling2D):
+    """The probe's copy of `MaxUnpooling2D`: every value goes to every pixel of its window
+    (nearest upsampling), whatever the indices say, as any of them could be the maximum."""
+
+    def _scatter(self, pooled, indices):
+        pool_rows, pool_columns = self.pool_size
+        return keras.ops.repeat(
+            keras.ops.repeat(pooled, pool_rows, axis=1), pool_columns, axis=2
+        )
+
+
 def _probe_layer(layer):
     """A copy of `layer` with no nonlinearity, computing in the probe's dtype."""
     config = layer.get_config()
     config["dtype"] = _probe_dtype()
     if isinstance(layer, keras.layers.MaxPooling2D):
         return keras.layers.AveragePooling2D.from_config(config)
+    if isinstance(layer, MaxPoolingWithArgmax2D):
+        return _ProbePoolingWithArgmax2D.from_config(config)
+    if isinstance(layer, MaxUnpooling2D):
+        return _ProbeMaxUnpooling2D.from_config(config)
     nonlinear = tuple(
         getattr(keras.layers, name)
         for name in ("ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax")
@@ -971,6 +1084,12 @@ def gradient_receptive_field(model, position, input_shape=None) -> tuple:
     activations linear, max-pooling replaced by average pooling, in float64
     (float32 on JAX without x64), on an input of ones: every input pixel the
     output pixel depends on then has a strictly positive gradient.
+    `MaxPoolingWithArgmax2D` becomes a sum over each window and
+    `MaxUnpooling2D` copies each value to its whole window, as nearest
+    upsampling does. The pooling indices are integers without a gradient, so
+    the probe does not see what the output depends on through them; the
+    analytic receptive field counts it (the window of the pooled value, which
+    the path through the values covers in SegNet-like networks).
 
     Args:
         model: a functional Keras model with one input.

@@ -1,7 +1,9 @@
-"""Backend smoke test: the fcnkit models give the same numbers on JAX as on TensorFlow.
+"""Backend smoke test: the fcnkit models and layers give the same numbers on JAX as on
+TensorFlow.
 
 Keras fixes its backend once per process, so TensorFlow (the supported backend)
-runs here and JAX runs in a subprocess with `KERAS_BACKEND=jax`. For each model:
+runs here and JAX runs in a subprocess with `KERAS_BACKEND=jax`. For each model
+(fcnkit's layers: `pooling_layers_net`, a small network that uses all of them):
 
 1. TensorFlow builds it (seeded He-normal kernels), gives every bias and
    batch-norm parameter and statistic a random value, saves the weights and
@@ -41,6 +43,7 @@ import numpy as np
 import pytest
 
 import fcnkit.models
+from fcnkit.layers import AddCoords2D, BlurPool2D, MaxPoolingWithArgmax2D, MaxUnpooling2D
 from fcnkit.shapes import is_valid_unet_size
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -79,14 +82,44 @@ MODELS = {
         (2, _VALID_SIZES[0], _VALID_SIZES[1], 1),
         "classes",
     ),
+    # fcnkit's own layers, on odd sizes unknown until run time.
+    "pooling_layers": (
+        "pooling_layers_net",
+        dict(input_shape=[None, None, 1], filters=4),
+        (2, 15, 18, 1),
+        "regression",
+    ),
 }
 
 
+def pooling_layers_net(input_shape, filters):
+    """MaxPoolingWithArgmax2D, MaxUnpooling2D (to the recorded size), AddCoords2D and
+    BlurPool2D in one small network. Every layer is named, so that the weight paths do not
+    depend on how many layers the process made before."""
+    inputs = keras.Input(input_shape, name="image")
+    features = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                   name="encoder")(inputs)
+    pooled, indices = MaxPoolingWithArgmax2D(2, name="pool")(features)
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                            name="bottleneck")(pooled)
+    x = MaxUnpooling2D(2, name="unpool")([x, indices, features])
+    x = AddCoords2D(with_r=True, name="coordinates")(x)
+    x = BlurPool2D(3, name="blur")(x)
+    outputs = keras.layers.Conv2D(2, 1, name="head")(x)
+    return keras.Model(inputs, outputs, name="pooling_layers_net")
+
+
+# Builders defined here rather than in fcnkit.models.
+_TEST_BUILDERS = {"pooling_layers_net": pooling_layers_net}
+
+
 def build(builder, kwargs):
-    """The model `fcnkit.models.<builder>(**kwargs)` (kwargs as stored in JSON)."""
+    """The model `fcnkit.models.<builder>(**kwargs)`, or one of `_TEST_BUILDERS` (kwargs as
+    stored in JSON)."""
     kwargs = dict(kwargs)
     kwargs["input_shape"] = tuple(kwargs["input_shape"])
-    return getattr(fcnkit.models, builder)(**kwargs)
+    function = _TEST_BUILDERS.get(builder) or getattr(fcnkit.models, builder)
+    return function(**kwargs)
 
 
 def compile_for(model, target_kind, learning_rate):
@@ -164,10 +197,10 @@ def _kink_margin(model, x):
     model's weights and batch-norm statistics are left as they were.
     """
     relu = keras.activations.relu
+    pooling = (keras.layers.MaxPooling2D, MaxPoolingWithArgmax2D)
     watched = [
         layer for layer in model.layers
-        if getattr(layer, "activation", None) is relu
-        or isinstance(layer, keras.layers.MaxPooling2D)
+        if getattr(layer, "activation", None) is relu or isinstance(layer, pooling)
     ]
     if not watched:
         return np.inf
@@ -178,7 +211,7 @@ def _kink_margin(model, x):
         weight.assign(value)  # undo the batch-norm statistics update
     margins = []
     for layer, value in zip(watched, values):
-        if isinstance(layer, keras.layers.MaxPooling2D):
+        if isinstance(layer, pooling):  # "valid", square pools
             pool = layer.pool_size[0]
             value = np.asarray(value)
             batch, height, width, channels = value.shape

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from fcnkit import receptive_field as rf_module
 from fcnkit import shapes
-from fcnkit.layers import CropToMatch2D
+from fcnkit._gradients import input_gradient
+from fcnkit.layers import (
+    AddCoords2D,
+    BlurPool2D,
+    CropToMatch2D,
+    MaxPoolingWithArgmax2D,
+    MaxUnpooling2D,
+)
 from fcnkit.models import unet
 from fcnkit.receptive_field import (
     AxisWindow,
@@ -306,6 +313,131 @@ def test_crop_to_match_centres_the_field():
     model = keras.Model(inputs, layers.Add()([cropped, small]))
     assert receptive_field(model).interval((0, 0)) == ((0, 4), (0, 4))
     assert_matches_probe(model, [(0, 0), (7, 3)])
+
+
+# === fcnkit's own layers ===
+
+
+@pytest.mark.parametrize("pool_size, padding, size", [(2, "valid", 11), (3, "same", 13),
+                                                      ((2, 3), "same", 10)])
+def test_pooling_with_argmax_has_the_field_of_max_pooling(pool_size, padding, size):
+    inputs = keras.Input((size, size, 1))
+    x = layers.Conv2D(1, 3, padding="same")(inputs)
+    ours = keras.Model(inputs, MaxPoolingWithArgmax2D(pool_size, padding=padding)(x)[0])
+    keras_pooling = sequential((size, size, 1), layers.Conv2D(1, 3, padding="same"),
+                               layers.MaxPooling2D(pool_size, padding=padding))
+    assert receptive_field(ours) == receptive_field(keras_pooling)
+    rows, columns = ours.outputs[0].shape[1:3]
+    assert_matches_probe(ours, [(0, 0), (rows // 2, columns // 2), (rows - 1, columns - 1)])
+
+
+def test_unpooling_reads_the_pooled_pixel_of_its_window():
+    inputs = keras.Input((6, 8, 1))
+    pooled, indices = MaxPoolingWithArgmax2D(2)(inputs)
+    model = keras.Model(inputs, MaxUnpooling2D(2)([pooled, indices]))
+    rf = receptive_field(model)
+    # Output t sees the window 2 * (t // 2) .. 2 * (t // 2) + 1: two phases, stride 1.
+    assert rf.sizes == ((2, 2), (2, 2)) and rf.starts == ((0, 0), (0, 0))
+    assert rf.stride == (1, 1) and rf.interval((3, 4)) == ((2, 3), (4, 5))
+    assert_matches_probe(model, [(0, 0), (3, 4), (5, 7)])
+    # The model's own gradient reaches one pixel per window, the maximum; the probe's copy
+    # (a window sum, then nearest upsampling) finds the whole window.
+    x = np.random.default_rng(0).normal(size=(1, 6, 8, 1)).astype("float32")
+    weights = np.zeros((1, 6, 8, 1), "float32")
+    weights[0, 2:4, 4:6] = 1.0
+    assert np.count_nonzero(input_gradient(model, x, weights)) == 1
+    mask, box = gradient_receptive_field(model, (3, 4))
+    assert mask.sum() == 4 and box == ((2, 3), (4, 5))
+
+
+def segnet_with_indices(input_shape):
+    """Two levels of SegNet: the decoder unpools with the encoder's indices, to the size
+    of the encoder's maps (odd sizes: "valid" pooling drops the last row)."""
+    inputs = keras.Input(input_shape)
+    level1 = layers.Conv2D(2, 3, padding="same", activation="relu")(inputs)
+    pooled1, indices1 = MaxPoolingWithArgmax2D(2)(level1)
+    level2 = layers.Conv2D(2, 3, padding="same", activation="relu")(pooled1)
+    pooled2, indices2 = MaxPoolingWithArgmax2D(2)(level2)
+    x = layers.Conv2D(2, 3, padding="same", activation="relu")(pooled2)
+    x = MaxUnpooling2D(2)([x, indices2, level2])
+    x = layers.Conv2D(2, 3, padding="same", activation="relu")(x)
+    x = MaxUnpooling2D(2)([x, indices1, level1])
+    return keras.Model(inputs, layers.Conv2D(1, 3, padding="same")(x))
+
+
+def test_segnet_with_pooling_indices_matches_the_probe():
+    model = segnet_with_indices((15, 17, 1))
+    rf = receptive_field(model)
+    assert rf.stride == (1, 1) and len(rf.sizes[0]) == 4
+    # Row 5, backwards: last conv 4..6; unpool1 reads pooled rows 2..3; conv 1..4; unpool2
+    # reads 0..2; deepest conv -1..3; pool2 -2..7; conv -3..8; pool1 -6..17; conv -7..18.
+    # (The indices reach pool1's rows 2..3 and pool2's rows 0..2, inside those.)
+    assert rf.interval((5, 5)) == ((-7, 18), (-7, 18))
+    assert_matches_probe(model, [(0, 0), (5, 5), (7, 9), (11, 12), (14, 16), (13, 0)])
+
+
+def test_blur_pool_field_and_its_reflected_border():
+    model = sequential((7, 7, 1), BlurPool2D(4))
+    rf = receptive_field(model)
+    assert (rf.size, rf.stride, rf.padding) == ((4, 4), (2, 2), (1, 1))
+    # The last output reads rows 5..8 of the padded image: 7 and 8 mirror 5 and 4, so it
+    # depends on rows 4..6. Araujo's interval treats the padding like zeros (5..8); the
+    # exact region and the probe see the mirrored row 4.
+    assert rf.interval((3, 3)) == ((5, 8), (5, 8))
+    assert receptive_field_region(model, (3, 3)) == ((4, 6), (4, 6))
+    for position in [(0, 0), (1, 2), (3, 3), (3, 0)]:
+        _, box = gradient_receptive_field(model, position)
+        assert receptive_field_region(model, position) == box, position
+    symmetric = sequential((7, 7, 1), BlurPool2D(4, padding="symmetric"))
+    zero = sequential((7, 7, 1), BlurPool2D(4, padding="zero"))
+    for other in (symmetric, zero):  # 7 and 8 mirror 6 and 5, or read zeros
+        assert receptive_field_region(other, (3, 3)) == ((5, 6), (5, 6))
+        assert gradient_receptive_field(other, (3, 3))[1] == ((5, 6), (5, 6))
+
+
+@settings(deadline=None, max_examples=15)
+@given(filter_size=st.integers(1, 7), strides=st.integers(1, 3), size=st.integers(8, 14),
+       padding=st.sampled_from(["reflect", "symmetric", "zero"]), data=st.data())
+def test_blur_pool_regions_match_the_probe(filter_size, strides, size, padding, data):
+    model = sequential((size, size, 1), layers.Conv2D(1, 3, padding="same"),
+                       BlurPool2D(filter_size, strides=strides, padding=padding))
+    rows = model.output_shape[1]
+    position = data.draw(st.tuples(st.integers(0, rows - 1), st.integers(0, rows - 1)))
+    for where in (position, (rows - 1, 0)):
+        _, box = gradient_receptive_field(model, where)
+        assert receptive_field_region(model, where) == box, where
+
+
+def test_add_coords_is_pointwise():
+    model = sequential((10, 9, 1), layers.Conv2D(2, 3), AddCoords2D(with_r=True),
+                       layers.Conv2D(1, 3))
+    assert receptive_field(model).size == (5, 5)
+    assert_matches_probe(model, [(0, 0), (3, 2), (5, 4)])
+
+
+def test_table_with_fcnkit_layers():
+    table = receptive_field_table(segnet_with_indices((16, 16, 1)))
+    rows = {row["type"]: row for row in table}
+    assert rows["MaxPoolingWithArgmax2D"]["kernel"] == "2"
+    assert [row["r"] for row in table if row["type"] == "MaxPoolingWithArgmax2D"] == ["4", "10"]
+    assert rows["MaxUnpooling2D"]["S"] == "1"
+
+
+def test_unpooling_to_an_unknown_size_needs_the_input_shape():
+    inputs = keras.Input((None, None, 1), name="image")
+    pooled, indices = MaxPoolingWithArgmax2D(3, padding="same", name="pool")(inputs)
+    model = keras.Model(inputs, MaxUnpooling2D(3, name="unpool")([pooled, indices, inputs]))
+    message = (
+        "Layer 'unpool' (MaxUnpooling2D) fits its output to a size that may be smaller "
+        "than pool_size 3 times the pooled size along the rows; how much it crops above "
+        "depends on sizes unknown here. Received: input sizes [(None, None), (None, None), "
+        "(None, None)]. Pass `input_shape=(height, width, channels)` to `receptive_field`."
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        receptive_field(model)
+    rf = receptive_field(model, input_shape=(7, 7, 1))  # 7 -> 3 windows, 1 row on top
+    assert rf.interval((0, 0)) == ((-1, 1), (-1, 1))
+    assert_matches_probe(model, [(0, 0), (3, 4), (6, 6)], input_shape=(7, 7, 1))
 
 
 LAYER_KINDS = st.one_of(
