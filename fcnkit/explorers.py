@@ -14,6 +14,10 @@ without a browser; the widgets only call them.
 - `erf_explorer`: depth, activation and weights of Luo et al.'s networks, or
   a trained model → the ERF map, its σ and the share of the theoretical
   receptive field it fills (lesson ``04_effective_receptive_field``).
+- `equivariance_explorer`: an operator of the lecture's table and a shift →
+  F(T(x)), T'(F(x)) and their difference (lesson ``05_translation_equivariance``).
+- `upsampling_explorer`: an upsampling method → a pooled image brought back
+  to full size, checkerboard artefacts included (lesson ``02_upsampling``).
 
 Example:
 
@@ -33,7 +37,7 @@ import numpy as np
 
 from fcnkit._validation import check_non_negative_int, check_positive_int, validate_option
 from fcnkit.erf import conv_stack, effective_receptive_field
-from fcnkit.receptive_field import receptive_field
+from fcnkit.receptive_field import receptive_field, receptive_field_region
 from fcnkit.shapes import conv_output_size
 
 POOLINGS = ("none", "max", "average")
@@ -83,11 +87,16 @@ def _ipywidgets():
     return ipywidgets
 
 
-def _new_figure(columns, size=3.6):
-    import matplotlib.pyplot as plt
+def _static_figure(rows, columns, figsize):
+    """A figure outside pyplot: a notebook shows it once, as the cell's value."""
+    from matplotlib.figure import Figure
 
-    figure, axes = plt.subplots(1, columns, figsize=(size * columns, size + 0.4),
-                                squeeze=False)
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=False)
+
+
+def _new_figure(columns, size=3.6):
+    figure, axes = _static_figure(1, columns, (size * columns, size + 0.4))
     return figure, list(axes[0])
 
 
@@ -256,7 +265,8 @@ def receptive_field_explorer(image=None, *, static=None):
         static: see `use_widgets`.
 
     Returns:
-        An ipywidgets `VBox` (live), or the matplotlib `Figure` (static).
+        An ipywidgets `VBox` (live), or the matplotlib `Figure` (static; kept
+        out of pyplot, so a notebook shows it once, as the cell's value).
 
     Reference:
         Araujo, Norris, Sim, Distill 2019. Lesson: ``03_receptive_field``.
@@ -296,8 +306,12 @@ def receptive_field_explorer(image=None, *, static=None):
     return _live(widgets, controls, draw, figsize=(6, 6))
 
 
-def _live(widgets, controls, draw, figsize):
-    """A VBox of `controls`, a status line and a figure that `draw` redraws."""
+def _live(widgets, controls, draw, figsize, whole_figure=False):
+    """A VBox of `controls`, a status line and a figure that `draw` redraws.
+
+    `draw(target, **values)` draws on one axis (or, with `whole_figure`, on
+    the figure) and returns the status line.
+    """
     import matplotlib.pyplot as plt
 
     status = widgets.HTML()
@@ -306,8 +320,9 @@ def _live(widgets, controls, draw, figsize):
     def update(_change=None):
         with output:
             output.clear_output(wait=True)
-            figure, axis = plt.subplots(figsize=figsize)
-            status.value = draw(axis, **{k: c.value for k, c in controls.items()})
+            figure = plt.figure(figsize=figsize)
+            target = figure if whole_figure else figure.add_subplot()
+            status.value = draw(target, **{k: c.value for k, c in controls.items()})
             plt.show()
             plt.close(figure)
 
@@ -342,11 +357,14 @@ class ErfView:
         erf: the `EffectiveReceptiveField`.
         theoretical_size: side of the theoretical receptive field, or None
             (a given model whose receptive field is not computed).
+        theoretical_region: `((top, bottom), (left, right))`, the input pixels
+            the output pixel depends on (inside the image), or None.
         text: one line with σ and the share of the theoretical RF.
     """
 
     erf: object
     theoretical_size: int | None
+    theoretical_region: tuple | None
     text: str
 
 
@@ -389,6 +407,8 @@ def erf_view(depth=5, activation="linear", weights="uniform", model=STACK, model
         weights = validate_option(weights, "weights", ("uniform", "random"))
         erf = _stack_erf(depth, activation, weights, input_size, samples, seed)
         theoretical = 2 * depth + 1
+        region = tuple((max(c - depth, 0), min(c + depth, input_size - 1))
+                       for c in erf.output_position)
         name = f"{depth} conv 3×3, {activation}, {weights} weights"
     else:
         chosen = models[model]
@@ -396,15 +416,17 @@ def erf_view(depth=5, activation="linear", weights="uniform", model=STACK, model
         erf = effective_receptive_field(chosen, (input_size, input_size, channels),
                                         samples=samples, seed=seed, init="model")
         try:
-            theoretical = receptive_field(chosen).size[0]
+            shape = (input_size, input_size, channels)
+            theoretical = receptive_field(chosen, input_shape=shape).size[0]
+            region = receptive_field_region(chosen, erf.output_position, shape)
         except ValueError:  # a layer without a receptive-field rule
-            theoretical = None
+            theoretical = region = None
         name = model
     text = f"{name}: σ = {erf.sigma[0]:.2f} px"
     if theoretical is not None:
         text += (f", theoretical RF {theoretical}, 95 % of the mass in "
                  f"{erf.fraction_of(theoretical):.2f} of its side")
-    return ErfView(erf, theoretical, text)
+    return ErfView(erf, theoretical, region, text)
 
 
 ERF_PRESETS = (
@@ -442,7 +464,7 @@ def erf_explorer(models=None, *, input_size=64, static=None):
         from fcnkit.plotting import erf_heatmap
 
         view = erf_view(models=models, input_size=input_size, **settings)
-        erf_heatmap(view.erf, axis=axis, theoretical_size=view.theoretical_size)
+        erf_heatmap(view.erf, axis=axis, theoretical_region=view.theoretical_region)
         return view.text
 
     if not use_widgets(static):
@@ -465,3 +487,329 @@ def erf_explorer(models=None, *, input_size=64, static=None):
                                   description="network"),
     }
     return _live(widgets, controls, draw, figsize=(5, 5))
+
+
+# ------------------------------------------------------- translation equivariance
+
+
+@functools.lru_cache(maxsize=16)
+def _table_operator(name, channels, seed):
+    from fcnkit.equivariance import _seeded, table_operators
+
+    for index, (operator, _, build) in enumerate(table_operators(channels)):
+        if operator == name:
+            return _seeded(build(), seed + index)
+    names = [operator for operator, _, _ in table_operators(channels)]
+    raise ValueError(f"`operator` must be one of {names}. Received: operator={name!r}.")
+
+
+def _default_image():
+    from skimage import data
+
+    return (data.camera()[::2, ::2] / 255.0).astype("float32")[..., np.newaxis]
+
+
+@dataclasses.dataclass(frozen=True)
+class EquivarianceView:
+    """What the equivariance explorer shows for one operator and shift.
+
+    Attributes:
+        result: the `EquivarianceError`.
+        shifted_output: F(T(x)), channel 0, `(rows, columns)`.
+        moved_output: T'(F(x)), channel 0 (NaN where nothing moved in).
+        stride: the operator's total stride S.
+        text: one line: the error, whether it is exact, and the rule.
+    """
+
+    result: object
+    shifted_output: np.ndarray
+    moved_output: np.ndarray
+    stride: int
+    text: str
+
+
+def equivariance_view(image, operator="max-pooling 2×2, stride 2", shift=1,
+                      comparison="interior", seed=0):
+    """One operator of the lecture's table, applied to `image` and to `image` shifted.
+
+    Args:
+        image: `(rows, columns, channels)` array.
+        operator: a name from `fcnkit.equivariance.table_operators`.
+        shift: int >= 0, input pixels along both axes.
+        comparison: `"interior"` or `"circular"`.
+        seed: int >= 0, seed of the operator's weights.
+
+    Returns:
+        An `EquivarianceView`.
+
+    Example:
+
+    >>> view = equivariance_view(np.zeros((32, 32, 1)), "upsampling ×2 (nearest)", 3)
+    >>> view.result.exact, view.result.output_shift, view.stride
+    (True, (6, 6), 1)
+    """
+    from fcnkit.equivariance import _translated, shift_equivariance_error, total_stride
+
+    image = np.asarray(image, dtype="float32")
+    shift = check_non_negative_int(shift, "shift")
+    model = _table_operator(operator, image.shape[-1], check_non_negative_int(seed, "seed"))
+    result = shift_equivariance_error(model, image, shift, comparison=comparison)
+    output = keras.ops.convert_to_numpy(model(image[np.newaxis]))
+    shifted = keras.ops.convert_to_numpy(model(np.roll(image, shift, axis=(0, 1))[np.newaxis]))
+    if comparison == "circular":
+        moved = np.roll(output, result.output_shift, axis=(1, 2))
+    else:
+        moved = _translated(output.astype("float64"), result.output_shift)
+    stride = total_stride(model, image.shape)
+    rule = "a multiple of" if shift % stride == 0 else "not a multiple of"
+    verdict = "exact" if result.exact else f"relative error {result.relative:.3f}"
+    text = (f"{operator}, shift {shift} ({rule} the total stride {stride}) → output shift "
+            f"{result.output_shift[0]}: {verdict}")
+    return EquivarianceView(result, shifted[0, ..., 0], moved[0, ..., 0], stride, text)
+
+
+EQUIVARIANCE_PRESETS = (
+    {"operator": "convolution 3×3, stride 1", "shift": 1},
+    {"operator": "max-pooling 2×2, stride 2", "shift": 1},
+    {"operator": "max-pooling 2×2, stride 2", "shift": 2},
+    {"operator": "U-Net, 4 levels", "shift": 16},
+)
+
+
+def _draw_equivariance(axes, view, operator=""):
+    shift = view.result.shift[0]
+    panels = ((view.shifted_output, f"{operator}\nF(T(x)), shift {shift}"),
+              (view.moved_output, f"T'(F(x)), output shift {view.result.output_shift[0]}"))
+    for axis, (picture, title) in zip(axes, panels):
+        axis.imshow(picture, cmap="gray")
+        axis.set_title(title, fontsize=10)
+        axis.axis("off")
+    shown = np.where(view.result.mask, view.result.map, np.nan)
+    axes[2].imshow(shown, cmap="magma", vmin=0)
+    verdict = "exact" if view.result.exact else f"relative error {view.result.relative:.3f}"
+    axes[2].set_title(f"|difference| where compared\n{verdict} (total stride {view.stride})",
+                      fontsize=10)
+    axes[2].axis("off")
+
+
+def equivariance_explorer(image=None, *, static=None):
+    """An operator and a shift → F(T(x)), T'(F(x)) and the map of their difference.
+
+    Controls: the operator (the lecture's table and the added rows of
+    `fcnkit.equivariance.equivariance_table`), the shift (0–16 pixels along
+    both axes) and the comparison (interior or circular: the latter shows
+    the border effects of the padding). Without a widget front end it draws
+    `EQUIVARIANCE_PRESETS`, one row each.
+
+    Args:
+        image: `(rows, columns, channels)`; defaults to scikit-image's camera
+            at 256 x 256 (large enough for the U-Net's receptive field).
+        static: see `use_widgets`.
+
+    Returns:
+        An ipywidgets `VBox` (live), or the matplotlib `Figure` (static).
+
+    Reference:
+        Zhang, ICML 2019. Lesson: ``05_translation_equivariance``.
+    """
+    from fcnkit.equivariance import table_operators
+
+    image = _default_image() if image is None else np.asarray(image, dtype="float32")
+    if not use_widgets(static):
+        figure, axes = _static_figure(len(EQUIVARIANCE_PRESETS), 3,
+                                      (10, 3.4 * len(EQUIVARIANCE_PRESETS)))
+        for row, preset in zip(axes, EQUIVARIANCE_PRESETS):
+            _draw_equivariance(row, equivariance_view(image, **preset), preset["operator"])
+        figure.tight_layout()
+        return figure
+    widgets = _ipywidgets()
+    controls = {
+        "operator": widgets.Dropdown(options=[name for name, _, _ in table_operators()],
+                                     value="max-pooling 2×2, stride 2", description="operator"),
+        "shift": widgets.IntSlider(1, min=0, max=16, description="shift"),
+        "comparison": widgets.Dropdown(options=["interior", "circular"], value="interior",
+                                       description="compare"),
+    }
+
+    def draw(figure, **settings):
+        view = equivariance_view(image, **settings)
+        _draw_equivariance(figure.subplots(1, 3), view, settings["operator"])
+        return view.text
+
+    return _live(widgets, controls, draw, figsize=(12, 4), whole_figure=True)
+
+
+# ------------------------------------------------------------------ upsampling
+
+
+UPSAMPLING_METHODS = ("nearest", "bilinear", "transposed 3×3, constant kernel",
+                      "transposed 4×4, bilinear kernel", "max-unpooling")
+
+
+def bilinear_kernel(size):
+    """The `size` x `size` kernel of a transposed convolution of stride `size // 2`
+    that interpolates bilinearly (Long et al.'s initialisation of FCN upsampling).
+
+    Example:
+
+    >>> bilinear_kernel(4)[0].tolist()
+    [0.0625, 0.1875, 0.1875, 0.0625]
+    """
+    size = check_positive_int(size, "size")
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    profile = 1 - np.abs(np.arange(size) - centre) / factor
+    return np.outer(profile, profile)
+
+
+def _upsample(method, x, indices):
+    """`x` (batch, rows, columns, channels) upsampled by 2 with `method`."""
+    from fcnkit.layers import MaxUnpooling2D
+
+    channels = x.shape[-1]
+    if method in ("nearest", "bilinear"):
+        return keras.layers.UpSampling2D(2, interpolation=method)(x)
+    if method == "max-unpooling":
+        return MaxUnpooling2D(2)([x, indices])
+    size = 3 if method.startswith("transposed 3×3") else 4
+    kernel = np.full((3, 3), 1 / 2.25) if size == 3 else bilinear_kernel(4)
+    layer = keras.layers.Conv2DTranspose(channels, size, strides=2, padding="same",
+                                         use_bias=False)
+    layer.build(x.shape)
+    weights = np.zeros((size, size, channels, channels), dtype="float32")
+    for channel in range(channels):  # each channel on its own
+        weights[:, :, channel, channel] = kernel
+    layer.set_weights([weights])
+    return layer(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class UpsamplingView:
+    """What the upsampling explorer shows for one method.
+
+    Attributes:
+        small: the image after `levels` 2x2 max-poolings, `(rows, columns, channels)`.
+        output: `small` upsampled back by `2**levels` with the method.
+        psnr: Python float, PSNR (dB) of `output` against the image.
+        text: one line with the method and the PSNR.
+    """
+
+    small: np.ndarray
+    output: np.ndarray
+    psnr: float
+    text: str
+
+
+def upsampling_view(image, method="nearest", levels=1):
+    """Max-pool `image` `levels` times by 2, then get back to full size with `method`.
+
+    Every method starts from the same low-resolution image (max-pooling, so
+    that max-unpooling can use its indices): replication (`"nearest"`),
+    bilinear interpolation, a transposed convolution of stride 2 with a
+    constant 3x3 kernel (the checkerboard artefact: output pixels receive 1,
+    2 or 4 contributions), one with a 4x4 bilinear kernel (no artefact) and
+    SegNet's max-unpooling (each value back where its maximum was, zeros
+    elsewhere).
+
+    Args:
+        image: `(rows, columns, channels)` in [0, 1], sides divisible by
+            `2**levels`.
+        method: one of `UPSAMPLING_METHODS`.
+        levels: int >= 1, poolings (the factor is `2**levels`).
+
+    Returns:
+        An `UpsamplingView`.
+
+    Example:
+
+    >>> image = np.kron(np.eye(2), np.ones((4, 4)))[..., np.newaxis]  # 8x8 blocks
+    >>> round(upsampling_view(image, "nearest").psnr, 1)
+    inf
+    """
+    from fcnkit.layers import MaxPoolingWithArgmax2D
+    from fcnkit.metrics import psnr
+
+    method = validate_option(method, "method", UPSAMPLING_METHODS)
+    levels = check_positive_int(levels, "levels")
+    image = np.asarray(image, dtype="float32")
+    if image.ndim != 3 or any(side % 2**levels for side in image.shape[:2]):
+        raise ValueError(
+            "`image` must be (rows, columns, channels) with sides divisible by "
+            f"2**levels = {2**levels}. Received: shape {image.shape}, levels={levels}. "
+            "Crop the image."
+        )
+    x = image[np.newaxis]
+    saved = []
+    for _ in range(levels):
+        x, indices = MaxPoolingWithArgmax2D(2)(x)
+        saved.append(indices)
+    small = keras.ops.convert_to_numpy(x)[0]
+    for indices in reversed(saved):
+        x = _upsample(method, x, indices)
+    output = keras.ops.convert_to_numpy(x)[0]
+    error = float(np.mean((output.astype("float64") - image) ** 2))
+    quality = float("inf") if error == 0 else psnr(output, image)
+    text = f"{method}, ×{2**levels}: PSNR {quality:.2f} dB against the full-resolution image"
+    return UpsamplingView(small, output, quality, text)
+
+
+def _show_image(axis, picture, title):
+    from fcnkit.plotting import _as_display
+
+    shown, cmap = _as_display(np.clip(picture, 0, 1))
+    axis.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    axis.set_title(title, fontsize=9)
+    axis.axis("off")
+
+
+def _draw_upsampling(axes, image, view, method):
+    _show_image(axes[0], view.small, f"max-pooled, {view.small.shape[0]}×{view.small.shape[1]}")
+    _show_image(axes[1], view.output, f"{method}\nPSNR {view.psnr:.2f} dB")
+    _show_image(axes[2], image, "original")
+
+
+def upsampling_explorer(image=None, *, static=None):
+    """An upsampling method and a factor → the image brought back to full size.
+
+    Controls: the method (`UPSAMPLING_METHODS`) and the number of 2x2
+    poolings undone (1–3). The figure shows the pooled image, its
+    upsampling and the original, with the PSNR. Without a widget front end
+    it draws every method side by side, for a factor 4.
+
+    Args:
+        image: `(rows, columns, channels)` in [0, 1], sides divisible by 8;
+            defaults to a 64 x 64 crop of scikit-image's camera.
+        static: see `use_widgets`.
+
+    Returns:
+        An ipywidgets `VBox` (live), or the matplotlib `Figure` (static).
+
+    Reference:
+        Odena, Dumoulin, Olah, Deconvolution and Checkerboard Artifacts,
+        Distill 2016; Long et al., CVPR 2015; Badrinarayanan et al., TPAMI
+        2017. Lesson: ``02_upsampling``.
+    """
+    if image is None:
+        image = _default_image()[32:96, 96:160]
+    image = np.asarray(image, dtype="float32")
+    if not use_widgets(static):
+        figure, axes = _new_figure(len(UPSAMPLING_METHODS) + 1, size=3.0)
+        for axis, method in zip(axes, UPSAMPLING_METHODS):
+            view = upsampling_view(image, method, levels=2)
+            _show_image(axis, view.output, f"{method}\nPSNR {view.psnr:.2f} dB")
+        _show_image(axes[-1], image, "original")
+        figure.tight_layout()
+        return figure
+    widgets = _ipywidgets()
+    controls = {
+        "method": widgets.Dropdown(options=list(UPSAMPLING_METHODS), value="nearest",
+                                   description="method"),
+        "levels": widgets.IntSlider(2, min=1, max=3, description="poolings"),
+    }
+
+    def draw(figure, method, levels):
+        view = upsampling_view(image, method, levels)
+        _draw_upsampling(figure.subplots(1, 3), image, view, method)
+        return view.text
+
+    return _live(widgets, controls, draw, figsize=(12, 4), whole_figure=True)

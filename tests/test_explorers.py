@@ -211,3 +211,116 @@ def test_live_erf_explorer_follows_its_controls():
     assert box.status.value.startswith("3 conv 3×3, linear, uniform weights: σ = 1.41 px")
     box.controls["model"].value = "two layers"
     assert box.status.value.startswith("two layers: σ = 1.15 px, theoretical RF 5")
+
+
+def test_equivariance_view_follows_the_rule_of_the_total_stride():
+    image = np.random.default_rng(1).random((40, 40, 1)).astype("float32")
+    odd = explorers.equivariance_view(image, "max-pooling 2×2, stride 2", 1)
+    even = explorers.equivariance_view(image, "max-pooling 2×2, stride 2", 2)
+    assert (odd.stride, odd.result.exact, even.result.exact) == (2, False, True)
+    assert odd.text.startswith("max-pooling 2×2, stride 2, shift 1 (not a multiple of the "
+                               "total stride 2) → output shift ")
+    assert even.text.endswith("(a multiple of the total stride 2) → output shift 1: exact")
+    # What is drawn is what is compared: F(T(x)) and T'(F(x)) agree on the mask.
+    np.testing.assert_allclose(even.shifted_output[even.result.mask],
+                               even.moved_output[even.result.mask], atol=1e-6)
+    assert np.isnan(even.moved_output[0]).all()  # nothing moved into the first row
+    circular = explorers.equivariance_view(image, "convolution 3×3, stride 1", 3,
+                                           comparison="circular")
+    assert not circular.result.exact and not np.isnan(circular.moved_output).any()
+
+
+def test_equivariance_view_refuses_an_unknown_operator():
+    with pytest.raises(ValueError, match=re.escape("Received: operator='rotation'.")):
+        explorers.equivariance_view(np.zeros((16, 16, 1)), "rotation", 1)
+
+
+def test_static_and_live_equivariance_explorers():
+    image = np.random.default_rng(2).random((256, 256, 1)).astype("float32")
+    figure = explorers.equivariance_explorer(image, static=True)
+    assert len(figure.axes) == 3 * len(explorers.EQUIVARIANCE_PRESETS)
+    verdicts = [figure.axes[3 * row + 2].get_title().splitlines()[1]
+                for row in range(len(explorers.EQUIVARIANCE_PRESETS))]
+    assert verdicts[0] == "exact (total stride 1)" and verdicts[3] == "exact (total stride 16)"
+    assert verdicts[1].startswith("relative error") and verdicts[2].startswith("exact")
+    box = explorers.equivariance_explorer(image, static=False)
+    assert "shift 1 (not a multiple of the total stride 2)" in box.status.value
+    box.controls["shift"].value = 4
+    assert box.status.value.endswith("output shift 2: exact")
+    box.controls["operator"].value = "upsampling ×2 (nearest)"
+    assert box.status.value.endswith("output shift 8: exact")
+
+
+def test_bilinear_kernel_interpolates():
+    kernel = explorers.bilinear_kernel(4)
+    np.testing.assert_allclose(kernel[0], [0.0625, 0.1875, 0.1875, 0.0625])
+    # Stride 2: every output pixel gets the weights of one phase, summing to 1.
+    for row in (0, 1):
+        for column in (0, 1):
+            assert kernel[row::2, column::2].sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(explorers.bilinear_kernel(3)[1], [0.5, 1.0, 0.5])
+
+
+def test_upsampling_views():
+    constant = np.full((16, 16, 1), 0.5, dtype="float32")
+    nearest = explorers.upsampling_view(constant, "nearest", levels=2)
+    assert nearest.psnr == float("inf") and nearest.small.shape == (4, 4, 1)
+    # A constant kernel of stride 2 gives 1, 2 or 4 contributions: a checkerboard.
+    checkerboard = explorers.upsampling_view(constant, "transposed 3×3, constant kernel").output
+    interior = checkerboard[2:-2, 2:-2, 0]
+    np.testing.assert_allclose(sorted(set(np.round(interior.ravel() * 2.25 / 0.5, 5))),
+                               [1.0, 2.0, 4.0])
+    smooth = explorers.upsampling_view(constant, "transposed 4×4, bilinear kernel").output
+    np.testing.assert_allclose(smooth[2:-2, 2:-2], 0.5, rtol=1e-6)
+    image = np.random.default_rng(3).random((8, 8, 1)).astype("float32")
+    unpooled = explorers.upsampling_view(image, "max-unpooling").output[..., 0]
+    windows = image[..., 0].reshape(4, 2, 4, 2)
+    assert np.count_nonzero(unpooled) == 16
+    np.testing.assert_array_equal(unpooled.reshape(4, 2, 4, 2).max(axis=(1, 3)),
+                                  windows.max(axis=(1, 3)))
+    assert explorers.upsampling_view(image, "bilinear").text.startswith("bilinear, ×2: PSNR ")
+
+
+def test_upsampling_view_refuses_odd_sizes():
+    with pytest.raises(ValueError, match=re.escape(
+            "`image` must be (rows, columns, channels) with sides divisible by 2**levels = 4. "
+            "Received: shape (6, 8, 1), levels=2. Crop the image.")):
+        explorers.upsampling_view(np.zeros((6, 8, 1)), levels=2)
+
+
+def test_static_and_live_upsampling_explorers():
+    image = np.random.default_rng(4).random((32, 32, 1)).astype("float32")
+    figure = explorers.upsampling_explorer(image, static=True)
+    titles = [axis.get_title().splitlines()[0] for axis in figure.axes]
+    assert titles == list(explorers.UPSAMPLING_METHODS) + ["original"]
+    box = explorers.upsampling_explorer(image, static=False)
+    assert box.status.value.startswith("nearest, ×4: PSNR")
+    box.controls["method"].value = "max-unpooling"
+    box.controls["levels"].value = 1
+    assert box.status.value.startswith("max-unpooling, ×2: PSNR")
+
+
+def test_static_figures_stay_out_of_pyplot():
+    # A notebook shows a pyplot figure by itself AND as the cell's value: twice.
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    figure = explorers.receptive_field_explorer(np.zeros((48, 48)), static=True)
+    assert plt.get_fignums() == [] and isinstance(figure, matplotlib.figure.Figure)
+
+
+def test_erf_view_draws_the_theoretical_field_where_it_lies():
+    # A stride-2 model: the output pixel (8, 8) sees input pixels 14..20.
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(2, 3, strides=2, padding="same")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same")(x))
+    view = explorers.erf_view(model="strided", models={"strided": model}, input_size=32,
+                              samples=2)
+    assert view.erf.output_position == (8, 8)
+    assert view.theoretical_region == ((14, 20), (14, 20)) and view.theoretical_size == 7
+    from fcnkit.plotting import erf_heatmap
+
+    axis = erf_heatmap(view.erf, theoretical_region=view.theoretical_region)
+    assert [float(v) for v in axis.patches[1].get_bbox().bounds] == [13.5, 13.5, 7.0, 7.0]
+    stack = explorers.erf_view(depth=3, input_size=15)
+    assert stack.theoretical_region == ((4, 10), (4, 10))
