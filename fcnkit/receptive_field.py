@@ -527,10 +527,16 @@ def _apply(window: AxisWindow, state: _AxisState, size: int | None, clip: bool) 
         rows, cols = rows[keep], cols[keep]
     if len(cols) == 0:
         return _AxisState(0, np.zeros((state.matrix.shape[0], 0), bool), state.scale * window.scale)
+    # Input index c is read by output position j when j reads some output index
+    # r linked to c: an OR over the pairs (r, c), grouped by c (sparse: a dense
+    # link matrix costs the square of the width, minutes for deep dilated stacks).
     low = int(cols.min())
-    link = np.zeros((len(outputs), int(cols.max()) - low + 1), dtype=np.int64)
-    link[rows - state.offset, cols - low] = 1
-    matrix = (state.matrix.astype(np.int64) @ link) > 0
+    order = np.argsort(cols, kind="stable")
+    rows, cols = rows[order], cols[order]
+    starts = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
+    matrix = np.zeros((state.matrix.shape[0], int(cols[-1]) - low + 1), dtype=bool)
+    matrix[:, cols[starts] - low] = np.logical_or.reduceat(
+        state.matrix[:, rows - state.offset], starts, axis=1)
     return _AxisState(low, matrix, state.scale * window.scale)
 
 

@@ -283,6 +283,18 @@ def test_dilated_network_has_holes():
     assert mask.sum() == 15 * 15 and mask[6:35:2, 6:35:2].all()
 
 
+def test_deep_dilated_stack_doubling_its_dilation():
+    # Yu and Koltun's context module, 14 layers deep: r = 1 + 2 (1 + 2 + ... + 2^13).
+    # The index sets are 32767 wide (a dense link matrix would take minutes).
+    inputs = keras.Input((None, None, 1))
+    x = inputs
+    for index in range(14):
+        x = layers.Conv2D(1, 3, dilation_rate=2**index, padding="same")(x)
+    model = keras.Model(inputs, x)
+    assert receptive_field(model).size == (32767, 32767)
+    assert [row["r"] for row in receptive_field_table(model)][-3:] == ["8191", "16383", "32767"]
+
+
 def test_transposed_convolution_network():
     stack = [
         layers.Conv2D(2, 3, strides=2), layers.Conv2DTranspose(2, 3, strides=2),
