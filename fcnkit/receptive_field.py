@@ -33,7 +33,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from fcnkit._validation import check_non_negative_int, check_positive_int
+from fcnkit._validation import check_non_negative_int, check_positive_int, validate_option
 from fcnkit.layers import (
     AddCoords2D,
     BlurPool2D,
@@ -552,9 +552,11 @@ def _union(states: list[_AxisState]) -> _AxisState:
 class _Walk:
     """One backward pass; collects the scales it meets (for the period)."""
 
-    def __init__(self, clip: bool, check: bool):
+    def __init__(self, clip: bool, check: bool, misaligned: str = "error"):
         self.clip = clip
         self.check = check
+        self.misaligned = misaligned
+        self.reports = []
         self.scales = [set(), set()]
 
     def merge(self, tensor_name: str, contributions: list) -> tuple:
@@ -570,7 +572,10 @@ class _Walk:
                     first, last, _ = s.bounds()
                     centres.add(int((first + last).sum()))
                 if len(centres) > 1:
-                    raise ValueError(self._misaligned(tensor_name, states, axis, "centre"))
+                    message = self._misaligned(tensor_name, states, axis, "centre")
+                    if self.misaligned == "error":
+                        raise ValueError(message)
+                    self.reports.append(message.split(" Received:")[0])
             merged.append(_union(states) if len(states) > 1 else states[0])
             self.scales[axis].add(merged[-1].scale)
         return tuple(merged)
@@ -600,7 +605,10 @@ class _Walk:
             "effective strides and equal receptive-field centres (Araujo et "
             "al. 2019, §multi-path). Fix the padding or cropping of one path "
             "(a 'same' convolution with stride 2 on an even size pads only "
-            "on the right, for instance)."
+            "on the right, for instance)"
+            + ("." if what == "stride" else
+               ", or pass misaligned=\"union\" for the exact union of the "
+               "paths' fields, by output phase.")
         )
 
     def backward(self, model, target, start: tuple, input_hw) -> tuple:
@@ -676,6 +684,9 @@ class ReceptiveField:
             neither the size nor the offset depends on the phase.
         starts: per axis, the first input index seen by output positions
             `0 .. len(sizes[axis]) - 1`.
+        misaligned: with `receptive_field(..., misaligned="union")`, one line
+            per merge of paths whose receptive fields are not centred alike
+            (empty when all paths line up).
 
     Example:
 
@@ -690,6 +701,7 @@ class ReceptiveField:
     padding: tuple
     sizes: tuple
     starts: tuple
+    misaligned: tuple = ()
 
     @property
     def period(self) -> tuple:
@@ -774,7 +786,7 @@ def _identity_state(positions: np.ndarray) -> tuple:
     )
 
 
-def receptive_field(model, layer=None, input_shape=None) -> ReceptiveField:
+def receptive_field(model, layer=None, input_shape=None, misaligned="error") -> ReceptiveField:
     """The receptive field of a model's output, or of one of its layers.
 
     Works on any functional Keras model with one input, including multi-path
@@ -789,6 +801,14 @@ def receptive_field(model, layer=None, input_shape=None) -> ReceptiveField:
         input_shape: optional `(height, width, channels)`. Needed where the
             padding depends on the input size ("same" with a stride above 1,
             `CropToMatch2D`) and the model's input size is None.
+        misaligned: `"error"` (the default): paths that meet with receptive
+            fields centred differently (Araujo's misaligned paths, e.g. a
+            U-Net whose decoder upsamples by replication, then convolves with
+            a 2x2 "same" kernel, half a pixel off its skip connection) are
+            refused, naming the paths. `"union"`: the receptive field is the
+            exact union of the paths' fields, by output phase, and
+            `ReceptiveField.misaligned` says where the paths disagree. Paths
+            with different effective strides are always refused.
 
     Returns:
         A `ReceptiveField`.
@@ -824,6 +844,7 @@ def receptive_field(model, layer=None, input_shape=None) -> ReceptiveField:
         Neural Networks, Distill 2019.
         Lesson: ``03_receptive_field``.
     """
+    misaligned = validate_option(misaligned, "misaligned", ("error", "union"))
     input_hw = _input_hw(model, input_shape)
     target = _target(model, layer)
     # First pass: the strides of every tensor give the period of the phases.
@@ -833,7 +854,7 @@ def receptive_field(model, layer=None, input_shape=None) -> ReceptiveField:
         math.lcm(*(scale.denominator for scale in scales)) for scales in probe.scales
     ]
     count = max(periods)
-    walk = _Walk(clip=False, check=True)
+    walk = _Walk(clip=False, check=True, misaligned=misaligned)
     state = walk.backward(model, target, _identity_state(np.arange(count)), input_hw)
     sizes, starts, strides, paddings = [], [], [], []
     for axis in (0, 1):
@@ -858,6 +879,7 @@ def receptive_field(model, layer=None, input_shape=None) -> ReceptiveField:
         padding=tuple(paddings),
         sizes=sizes,
         starts=tuple(starts),
+        misaligned=tuple(dict.fromkeys(walk.reports)),
     )
 
 

@@ -46,10 +46,10 @@ def inside(interval, size):
     return all(0 <= start and end < n for (start, end), n in zip(interval, size))
 
 
-def assert_matches_probe(model, positions, input_shape=None):
+def assert_matches_probe(model, positions, input_shape=None, misaligned="error"):
     """The exact in-image region equals the probe's bounding box everywhere;
     the Araujo interval equals it wherever it lies inside the image."""
-    rf = receptive_field(model, input_shape=input_shape)
+    rf = receptive_field(model, input_shape=input_shape, misaligned=misaligned)
     size = (input_shape or model.inputs[0].shape[1:])[:2]
     for position in positions:
         mask, box = gradient_receptive_field(model, position, input_shape=input_shape)
@@ -581,10 +581,35 @@ def test_misaligned_centres_are_refused():
         "padding) describes. Expected: paths with equal effective strides and "
         "equal receptive-field centres (Araujo et al. 2019, §multi-path). Fix "
         "the padding or cropping of one path (a 'same' convolution with "
-        "stride 2 on an even size pads only on the right, for instance)."
+        "stride 2 on an even size pads only on the right, for instance), or pass "
+        "misaligned=\"union\" for the exact union of the paths' fields, by output phase."
     )
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         receptive_field(model)
+
+
+def test_misaligned_paths_as_an_exact_union():
+    # Replication then a 2x2 "same" convolution puts the decoder half a pixel off
+    # its skip connection: refused by default, the exact union on request.
+    model = unet((204, 204, 1), padding="valid", upsampling="nearest", filters=2)
+    with pytest.raises(ValueError, match=re.escape(
+            "or pass misaligned=\"union\" for the exact union of the paths' fields, by "
+            "output phase.")):
+        receptive_field(model)
+    rf = receptive_field(model, misaligned="union")
+    assert rf.misaligned and all("do not line up" in line for line in rf.misaligned)
+    assert rf.stride == (1, 1) and len(rf.sizes[0]) == 16
+    wider = unet((236, 236, 1), padding="valid", upsampling="nearest", filters=2)
+    rows = wider.output_shape[1]
+    positions = [(0, 0), (17, 23), (rows // 2, rows // 2 + 5), (rows - 1, 9), (20, 21)]
+    union = receptive_field(wider, misaligned="union")
+    assert sum(inside(union.interval(p), (236, 236)) for p in positions) >= 3
+    assert_matches_probe(wider, positions, misaligned="union")
+    aligned = receptive_field(unet((204, 204, 1), padding="valid", filters=2),
+                              misaligned="union")
+    assert aligned.misaligned == ()
+    with pytest.raises(ValueError, match="misaligned"):
+        receptive_field(model, misaligned="ignore")
 
 
 def test_same_padding_with_stride_needs_the_input_size():
