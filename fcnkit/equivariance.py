@@ -310,11 +310,13 @@ def border_effect_width(fn, x, tolerance=1e-5):
     the rows is read on the central column, and the width along the columns
     on the central row, as the largest distance to the nearer border of an
     output pixel that differs (by more than `tolerance` times the output's
-    largest absolute value), plus one. These are the output pixels whose
-    receptive field reaches past the border: for n stacked "same" 3x3
-    convolutions n = (r - 1) / 2, r being the receptive field; for a U-Net,
-    whose field is not centred on its pixel, its effective padding P;
-    "valid" networks have no padding and give 0. Equivariance holds, up to the shifted-in
+    largest absolute value), plus one. Only output pixels whose receptive
+    field reaches past the border can differ, so the width is at most the
+    effective padding P (for n stacked "same" 3x3 convolutions n = (r - 1) /
+    2, r being the receptive field; for a U-Net, whose field is not centred
+    on its pixel, P itself). It can be a pixel or so less in a deep network,
+    where the outermost pixels depend on the padding too weakly to pass the
+    tolerance. "Valid" networks have no padding and give 0. Equivariance holds, up to the shifted-in
     band, outside this band only.
 
     Args:
