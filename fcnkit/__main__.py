@@ -34,6 +34,12 @@ def _train_parser(subparsers):
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--batch-norm", action="store_true",
                         help="batch normalisation in the U-Net")
+    parser.add_argument("--loss", default=None,
+                        help="segmentation: crossentropy (the default), dice, jaccard (the "
+                        "lecture's j) or jaccard2 (j2); restoration: mean_absolute_error")
+    parser.add_argument("--weight-map", action="store_true",
+                        help="weight each pixel's cross-entropy by the U-Net border weight "
+                        "map of its mask (segmentation, --loss crossentropy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return parser
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch,
             learning_rate=args.learning_rate, depth=args.depth,
             filters=args.filters, batch_norm=args.batch_norm, seed=args.seed,
-            verbose=args.verbose,
+            verbose=args.verbose, loss=args.loss, weight_map=args.weight_map,
         )
     except (TypeError, ValueError) as error:  # options checked before anything is written
         print(f"error: {error}", file=sys.stderr)

@@ -146,6 +146,34 @@ def check_positive_float(value, name: str) -> float:
     return float(value)
 
 
+def check_non_negative_float(value, name: str) -> float:
+    """Return `value` as a Python float if it is a finite number >= 0, else raise.
+
+    For smoothing constants and tolerances, where 0 is a valid value. Same
+    types as `check_positive_float`.
+
+    Example:
+
+    >>> check_non_negative_float(0, "epsilon")
+    0.0
+    >>> check_non_negative_float(-1e-7, "epsilon")
+    Traceback (most recent call last):
+    ...
+    ValueError: `epsilon` must be a finite number >= 0. Received: epsilon=-1e-07. ...
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a number (int or float). Received: {name}={value!r} "
+            f"of type {type(value).__name__}. Pass a number such as {name}=0.0."
+        )
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"`{name}` must be a finite number >= 0. Received: {name}={value!r}. "
+            f"Pass 0 or a positive number such as {name}=1e-07."
+        )
+    return float(value)
+
+
 def check_bool(value, name: str) -> bool:
     """Return `value` if it is `True` or `False` (or a NumPy bool), else raise `TypeError`.
 

@@ -241,9 +241,9 @@ def test_settings_round_trip_through_json_and_diff():
     assert training.TrainSettings.from_dict({"seed": 3, "dataset": "text_deblur",
                                              "model": "plain_cnn"}) == settings
     with pytest.raises(ValueError) as error:
-        training.TrainSettings.from_dict({"seed": 3, "loss": "dice"})
-    assert str(error.value).startswith("Unknown training settings: loss. Expected names among "
-                                       "dataset, model, epochs, ")
+        training.TrainSettings.from_dict({"seed": 3, "optimizer": "sgd"})
+    assert str(error.value).startswith("Unknown training settings: optimizer. Expected names "
+                                       "among dataset, model, epochs, ")
     with pytest.raises(TypeError):
         settings.diff(settings.as_dict())
 
@@ -314,7 +314,8 @@ def test_train_writes_everything_and_resumes_past_the_plan(tmp_path):
         "epochs_done": 3,
         "settings": {"dataset": "nuclei", "model": "unet", "epochs": 1, "crop_size": 32,
                      "batch_size": 2, "steps_per_epoch": 2, "learning_rate": 0.002,
-                     "depth": 1, "filters": 4, "batch_norm": False, "seed": 0},
+                     "depth": 1, "filters": 4, "batch_norm": False, "loss": "crossentropy",
+                     "weight_map": False, "seed": 0},
         "environment": {"backend": "tensorflow", "mixed_precision": False},
     }
     resumed = keras.models.load_model(out / "checkpoint.keras")
@@ -359,7 +360,13 @@ CHANGED_SETTINGS = [
     ("batch_size", 3, 2),
     ("steps_per_epoch", 3, 2),
     ("seed", 1, 0),
+    ("loss", "jaccard2", "crossentropy"),
+    ("weight_map", True, False),
 ]
+# Another dataset brings its task's default loss with it: both are named.
+ALSO_CHANGED = {
+    "dataset": "; loss='crossentropy' in the run, 'mean_absolute_error' in this call",
+}
 
 
 @pytest.mark.parametrize("name, value, recorded", CHANGED_SETTINGS,
@@ -371,8 +378,9 @@ def test_resume_refuses_each_changed_setting(recorded_run, name, value, recorded
         training.train(epochs=2, out=recorded_run, resume=True, **arguments)
     assert str(error.value) == (
         f"`resume=True` continues the run in {recorded_run}, which was trained with other "
-        f"settings: {name}={recorded!r} in the run, {value!r} in this call. Resume with the "
-        "run's settings, or train into another folder."
+        f"settings: {name}={recorded!r} in the run, {value!r} in this call"
+        f"{ALSO_CHANGED.get(name, '')}. Resume with the run's settings, or train into "
+        "another folder."
     )
     assert folder_contents(recorded_run) == before  # refused before writing anything
 

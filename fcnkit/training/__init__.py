@@ -10,8 +10,8 @@ Modules:
 
 - `settings`: `TrainSettings`, every option that shapes a run, validated
   when it is made, compared with `diff` when a run is resumed.
-- `tasks`: what a kind of dataset implies (loss, output activation, held-out
-  scores, what the report shows).
+- `tasks`: what a kind of dataset implies (the losses a run may choose, U-Net
+  weight maps, output activation, held-out scores, what the report shows).
 - `data`: `crop_dataset` (tf.data), `CropSequence` (NumPy), `predict_image`.
 - `checkpoint`: the atomic checkpoint (model and record in one file), `Run`,
   `open_run` (new or resumed run).

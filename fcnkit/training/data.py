@@ -3,8 +3,10 @@
 The lecture's advice for large images: train on crops, as large as possible,
 with small batches. `crop_dataset` (tf.data) and `CropSequence` (NumPy, for
 backends without TensorFlow) draw random crops and apply the same random flips
-to an image and its target (the target is never interpolated). Both are
-streams of a seed only, and a resumed run goes on with the crops that follow.
+to an image and its target (the target is never interpolated), and to its
+weight map when there is one (the U-Net border weights, computed on the
+whole image). Both are streams of a seed only, and a resumed run goes on with
+the crops that follow.
 `predict_image` applies a model to whole images of any size.
 
 Lesson: ``01_image_to_image``.
@@ -46,7 +48,25 @@ def _check_pairs(images, targets, crop_size):
     return images, targets, crop_size
 
 
-def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True, start=0):
+def _check_weight_maps(weight_maps, images):
+    """Weight maps `(count, height, width)` (a last axis of 1 is dropped), or None."""
+    if weight_maps is None:
+        return None
+    weight_maps = np.asarray(weight_maps)
+    if weight_maps.ndim == 4 and weight_maps.shape[-1] == 1:
+        weight_maps = weight_maps[..., 0]
+    if weight_maps.shape != images.shape[:3]:
+        raise ValueError(
+            "`weight_maps` must hold one weight per pixel of each image, shape (count, "
+            f"height, width) = {images.shape[:3]}. Received: "
+            f"weight_maps.shape={weight_maps.shape}. Compute one map per image, e.g. "
+            "with fcnkit.weight_map.unet_weight_map."
+        )
+    return weight_maps.astype("float32")
+
+
+def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True, start=0,
+                 weight_maps=None):
     """An endless `tf.data.Dataset` of random crops with paired random flips.
 
     Each example picks an image, a crop position and (if `flips`) a horizontal
@@ -66,9 +86,15 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True, sta
         start: int >= 0, index of the first example of the stream. A run resumed
             after `k` examples passes `start=k` to go on with new crops
             instead of replaying the first ones.
+        weight_maps: None, or per-pixel weights `(count, height, width)` (the
+            U-Net weight maps of the whole images), cropped and flipped with
+            their images. The stream then holds `(images, targets, weights)`,
+            which `Model.fit` takes as `(x, y, sample_weight)`; the crops are
+            the same as without them.
 
     Returns:
-        A `tf.data.Dataset` of `(image_batch, target_batch)`.
+        A `tf.data.Dataset` of `(image_batch, target_batch)`, or of
+        `(image_batch, target_batch, weight_batch)` with `weight_maps`.
 
     Raises:
         TypeError: for a count, size or seed that is not an integer (Python
@@ -91,13 +117,16 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True, sta
     seed = check_non_negative_int(seed, "seed")
     flips = check_bool(flips, "flips")
     start = check_non_negative_int(start, "start")
+    weight_maps = _check_weight_maps(weight_maps, images)
     channels = images.shape[-1]
+    target_end = channels + targets.shape[-1]
     # Stack in a type that holds both exactly (uint8 images with float masks
     # must not round the masks), then give each part its own type back.
     stack_dtype = np.result_type(images.dtype, targets.dtype, np.float32)
-    stacked = tf.constant(
-        np.concatenate([images.astype(stack_dtype), targets.astype(stack_dtype)], axis=-1)
-    )
+    parts = [images.astype(stack_dtype), targets.astype(stack_dtype)]
+    if weight_maps is not None:
+        parts.append(weight_maps[..., None].astype(stack_dtype))
+    stacked = tf.constant(np.concatenate(parts, axis=-1))
     count, height, width = stacked.shape[:3]
 
     def uniform(seed, upper):
@@ -112,8 +141,11 @@ def crop_dataset(images, targets, crop_size, batch_size, seed=0, flips=True, sta
         if flips:
             crop = tf.image.stateless_random_flip_left_right(crop, seeds[3])
             crop = tf.image.stateless_random_flip_up_down(crop, seeds[4])
-        return (tf.cast(crop[..., :channels], images.dtype),
-                tf.cast(crop[..., channels:], targets.dtype))
+        pair = (tf.cast(crop[..., :channels], images.dtype),
+                tf.cast(crop[..., channels:target_end], targets.dtype))
+        if weight_maps is None:
+            return pair
+        return pair + (tf.cast(crop[..., target_end], tf.float32),)
 
     # Example i uses the stateless seed (seed, i): the stream depends on `seed`
     # only, not on TensorFlow's global seed or on what ran before.
@@ -142,6 +174,9 @@ class CropSequence(keras.utils.PyDataset):
         flips: bool, apply random horizontal and vertical flips.
         first_epoch: int >= 0, epochs already done by a resumed run: its
             first epoch draws the crops of epoch `first_epoch`.
+        weight_maps: None, or per-pixel weights `(count, height, width)`,
+            cropped and flipped with their images: batches are then
+            `(images, targets, weights)`.
         **kwargs: passed to `keras.utils.PyDataset` (`workers`, ...).
 
     Raises:
@@ -157,9 +192,10 @@ class CropSequence(keras.utils.PyDataset):
     """
 
     def __init__(self, images, targets, crop_size, batch_size, steps_per_epoch,
-                 seed=0, flips=True, first_epoch=0, **kwargs):
+                 seed=0, flips=True, first_epoch=0, weight_maps=None, **kwargs):
         super().__init__(**kwargs)
         self.images, self.targets, self.crop_size = _check_pairs(images, targets, crop_size)
+        self.weight_maps = _check_weight_maps(weight_maps, self.images)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.steps_per_epoch = check_positive_int(steps_per_epoch, "steps_per_epoch")
         self.seed = check_non_negative_int(seed, "seed")
@@ -177,20 +213,23 @@ class CropSequence(keras.utils.PyDataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         count, height, width = self.images.shape[:3]
         size = self.crop_size
-        xs, ys = [], []
+        sources = [self.images, self.targets]
+        if self.weight_maps is not None:
+            sources.append(self.weight_maps)
+        batches = [[] for _ in sources]
         for _ in range(self.batch_size):
             which = rng.integers(count)
             top = rng.integers(height - size + 1)
             left = rng.integers(width - size + 1)
             window = (which, slice(top, top + size), slice(left, left + size))
-            image, target = self.images[window], self.targets[window]
+            crops = [source[window] for source in sources]
             if self.flips and rng.random() < 0.5:
-                image, target = image[:, ::-1], target[:, ::-1]
+                crops = [crop[:, ::-1] for crop in crops]
             if self.flips and rng.random() < 0.5:
-                image, target = image[::-1], target[::-1]
-            xs.append(image)
-            ys.append(target)
-        return np.stack(xs), np.stack(ys)
+                crops = [crop[::-1] for crop in crops]
+            for batch, crop in zip(batches, crops):
+                batch.append(crop)
+        return tuple(np.stack(batch) for batch in batches)
 
 
 def predict_image(model, images, multiple=1, batch_size=1):
@@ -240,7 +279,7 @@ def predict_image(model, images, multiple=1, batch_size=1):
 
 
 
-def training_stream(images, targets, settings, epochs_done=0):
+def training_stream(images, targets, settings, epochs_done=0, weight_maps=None):
     """The crops a run trains on: `crop_dataset` on TensorFlow, else `CropSequence`.
 
     A resumed run that has done `epochs_done` epochs goes on with the crops
@@ -251,6 +290,8 @@ def training_stream(images, targets, settings, epochs_done=0):
         targets: training targets.
         settings: a `TrainSettings` (crop size, batch size, steps, seed).
         epochs_done: int >= 0, epochs already done.
+        weight_maps: None, or per-pixel weights `(count, height, width)`,
+            cropped with the images and given to the loss as `sample_weight`.
 
     Returns:
         A `tf.data.Dataset` or a `CropSequence`, for `Model.fit`.
@@ -259,9 +300,10 @@ def training_stream(images, targets, settings, epochs_done=0):
     if keras.backend.backend() == "tensorflow":
         seen = epochs_done * settings.steps_per_epoch * settings.batch_size
         return crop_dataset(images, targets, settings.crop_size, settings.batch_size,
-                            settings.seed, start=seen)
+                            settings.seed, start=seen, weight_maps=weight_maps)
     return CropSequence(images, targets, settings.crop_size, settings.batch_size,
-                        settings.steps_per_epoch, settings.seed, first_epoch=epochs_done)
+                        settings.steps_per_epoch, settings.seed, first_epoch=epochs_done,
+                        weight_maps=weight_maps)
 
 
 def held_out_region(images, targets, multiple):

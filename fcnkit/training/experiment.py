@@ -41,6 +41,8 @@ def train(
     batch_norm=False,
     seed=0,
     verbose=1,
+    loss=None,
+    weight_map=False,
 ):
     """Train a model on a bundled dataset and write the results to `out`.
 
@@ -79,6 +81,18 @@ def train(
             weights and the held-out scores suffer.
         seed: int >= 0, seed of the weights and of the crops.
         verbose: 0, 1 (progress bars) or 2 (one line per epoch).
+        loss: the loss, by name: for segmentation `"crossentropy"` (the
+            default, binary), `"dice"`, `"jaccard"` (the lecture's j) or
+            `"jaccard2"` (j2), see `fcnkit.losses`; for restoration
+            `"mean_absolute_error"` (the default and only one). None: the
+            task's default.
+        weight_map: bool, weight each training pixel's cross-entropy by the
+            U-Net border weight map of its mask (`tasks.unet_weight_maps`:
+            the masks' connected components are the cells, w0 = 10,
+            sigma = 5). The maps are computed on the whole training images,
+            cropped with them, and reach the loss
+            (`fcnkit.losses.WeightedBinaryCrossentropy`) as per-pixel
+            `sample_weight`. The held-out loss stays unweighted.
 
     Returns:
         The metrics dict written to `metrics.json`.
@@ -95,7 +109,7 @@ def train(
         dataset=dataset, model=model, epochs=epochs, crop_size=crop_size,
         batch_size=batch_size, steps_per_epoch=steps_per_epoch,
         learning_rate=learning_rate, depth=depth, filters=filters,
-        batch_norm=batch_norm, seed=seed,
+        batch_norm=batch_norm, loss=loss, weight_map=weight_map, seed=seed,
     )
     out = check_path(out, "out")
     resume = check_bool(resume, "resume")
@@ -106,7 +120,8 @@ def train(
     network = _model(run, task)
 
     (x_train, y_train), (x_test, y_test) = datasets.load(settings.dataset)
-    training_data = training_stream(x_train, y_train, settings, run.epochs_done)
+    weight_maps = task.weight_maps(y_train) if settings.weight_map else None
+    training_data = training_stream(x_train, y_train, settings, run.epochs_done, weight_maps)
     validation = held_out_region(x_test, y_test, settings.multiple)
     seconds = _fit(network, run, settings, training_data, validation, verbose)
     network.save(run.directory / "model.keras")
@@ -152,9 +167,10 @@ def build_model(settings: TrainSettings, task: tasks.Task, input_channels: int,
                 output_channels: int):
     """The compiled model of a new run: architecture, loss and schedule.
 
-    Adam with a cosine decay to a tenth of the learning rate over the planned
-    steps: the last epochs settle instead of oscillating, so the final model is
-    a good one.
+    The loss is the task's loss named by `settings.loss` (with a weight map,
+    the one that takes it as `sample_weight`). Adam with a cosine decay to a
+    tenth of the learning rate over the planned steps: the last epochs settle
+    instead of oscillating, so the final model is a good one.
 
     Example:
 
@@ -165,13 +181,17 @@ def build_model(settings: TrainSettings, task: tasks.Task, input_channels: int,
     ('mean_absolute_error', 'linear')
     >>> float(keras.ops.convert_to_numpy(network.optimizer.learning_rate))
     0.002
+    >>> settings = TrainSettings(model="plain_cnn", depth=1, filters=4, loss="jaccard2")
+    >>> build_model(settings, tasks.task_for("nuclei"), 3, 1).loss.power
+    2.0
     """
     network = BUILDERS[settings.model](settings, task, input_channels, output_channels)
     schedule = keras.optimizers.schedules.CosineDecay(
         settings.learning_rate, decay_steps=settings.schedule_steps,
         alpha=FINAL_LEARNING_RATE_FRACTION,
     )
-    network.compile(optimizer=keras.optimizers.Adam(schedule), loss=task.loss)
+    network.compile(optimizer=keras.optimizers.Adam(schedule),
+                    loss=task.keras_loss(settings.loss, settings.weight_map))
     return network
 
 

@@ -10,6 +10,7 @@ Lesson: ``01_image_to_image``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass
 
 from fcnkit._validation import (
@@ -54,20 +55,31 @@ class TrainSettings:
         depth: int, U-Net depth, or number of hidden layers of `plain_cnn`.
         filters: int, filters of the first level (U-Net) or of every layer.
         batch_norm: bool, batch normalisation in the U-Net.
+        loss: the loss, among those of the dataset's task
+            (`fcnkit.training.TASKS[kind].losses`): `"crossentropy"` (the
+            default), `"dice"`, `"jaccard"` (the lecture's j) or `"jaccard2"`
+            (j2) for segmentation; `"mean_absolute_error"` for restoration.
+            None means the task's default, and is stored as its name.
+        weight_map: bool, weight each training pixel's cross-entropy by the
+            U-Net border weight map of its mask (segmentation with the
+            cross-entropy only; see `tasks.unet_weight_maps`).
         seed: int >= 0, seed of the weights and of the crops.
 
     Raises:
         TypeError: for a count that is not an integer (Python or NumPy), a
-            learning rate that is not a number, or a `batch_norm` that is not
-            a bool.
-        ValueError: for an unknown dataset or model, a count below 1, or a
-            crop size that the dataset or the U-Net cannot take.
+            learning rate that is not a number, a `batch_norm` or
+            `weight_map` that is not a bool, or a `loss` that is not a string.
+        ValueError: for an unknown dataset, model or loss, a count below 1, a
+            crop size that the dataset or the U-Net cannot take, or a weight
+            map where the task or the loss cannot use one.
 
     Example:
 
     >>> settings = TrainSettings(dataset="Nuclei", epochs=np.int64(4), crop_size=64)
     >>> settings.dataset, settings.epochs, type(settings.epochs).__name__
     ('nuclei', 4, 'int')
+    >>> settings.loss, TrainSettings(dataset="text_deblur").loss  # each task's default
+    ('crossentropy', 'mean_absolute_error')
     >>> settings.diff(dataclasses.replace(settings, learning_rate=1e-3, seed=1))
     {'learning_rate': (0.002, 0.001), 'seed': (0, 1)}
     >>> TrainSettings(crop_size=100, depth=3)
@@ -86,6 +98,8 @@ class TrainSettings:
     depth: int = 3
     filters: int = 16
     batch_norm: bool = False
+    loss: str | None = None
+    weight_map: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -101,11 +115,56 @@ class TrainSettings:
             },
             "learning_rate": check_positive_float(self.learning_rate, "learning_rate"),
             "batch_norm": check_bool(self.batch_norm, "batch_norm"),
+            "weight_map": check_bool(self.weight_map, "weight_map"),
             "seed": check_non_negative_int(self.seed, "seed"),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
-        self._check_sizes(datasets.DATASETS[self.dataset])
+        info = datasets.DATASETS[self.dataset]
+        object.__setattr__(self, "loss", self._check_loss(info))
+        self._check_sizes(info)
+
+    def _check_loss(self, info) -> str:
+        """The loss's name among the task's; a weight map needs a task and a loss
+        that take one."""
+        from fcnkit.training import tasks
+
+        task = tasks.TASKS[info.kind]
+        if self.loss is None:
+            loss = task.default_loss
+        elif not isinstance(self.loss, str):
+            raise TypeError(
+                f"`loss` must be the name of a loss (a str) or None. Received: "
+                f"loss={self.loss!r} of type {type(self.loss).__name__}. Pass e.g. "
+                f'loss="{task.default_loss}".'
+            )
+        elif self.loss.lower() in task.losses:
+            loss = self.loss.lower()
+        else:
+            choices = ", ".join(f'"{name}"' for name in task.losses)
+            message = (
+                f"`loss` must be one of {choices} for the {self.dataset} dataset "
+                f"({info.kind}). Received: loss={self.loss!r}."
+            )
+            close = difflib.get_close_matches(self.loss.lower(), list(task.losses), n=1)
+            raise ValueError(message + (f' Did you mean "{close[0]}"?' if close else ""))
+        if not self.weight_map:
+            return loss
+        if task.weight_maps is None:
+            raise ValueError(
+                f"`weight_map=True` weights the pixels by the U-Net border weight map of "
+                f"segmentation masks, but {self.dataset} is a {info.kind} dataset. "
+                "Received: weight_map=True. Train without it."
+            )
+        if loss not in task.weighted_losses:
+            allowed = ", ".join(f'"{name}"' for name in task.weighted_losses)
+            raise ValueError(
+                f"`weight_map=True` weights each pixel's loss, which only the {allowed} "
+                f"loss can take (the Dice and Jaccard losses are ratios of sums over the "
+                f'image). Received: loss="{loss}", weight_map=True. Use loss={allowed} '
+                "with the weight map, or train without it."
+            )
+        return loss
 
     def _check_sizes(self, info):
         """The crop must fit the training images and the network."""
