@@ -128,7 +128,7 @@ def _scales(model, x, y, scale):
     if model is not None:
         from fcnkit.receptive_field import receptive_field
 
-        strides = receptive_field(model, input_shape=x.shape[1:]).stride
+        strides = receptive_field(model, input_shape=x.shape[1:], misaligned="union").stride
         return tuple(1 / Fraction(stride) for stride in strides)
     return tuple(Fraction(y.shape[axis], x.shape[axis]).limit_denominator(64)
                  for axis in (1, 2))
@@ -145,7 +145,7 @@ def _interior(model, x, y_shape, scale, shift, margin):
     if model is not None:
         from fcnkit.receptive_field import receptive_field
 
-        rf = receptive_field(model, input_shape=x.shape[1:])
+        rf = receptive_field(model, input_shape=x.shape[1:], misaligned="union")
     for axis in (0, 1):
         size, count, step = x.shape[axis + 1], y_shape[axis + 1], shift[axis]
         positions = np.arange(count)
@@ -198,7 +198,9 @@ def shift_equivariance_error(fn, x, shift, comparison="interior", scale=None, ma
     avoids the band that the circular shift wrapped in: there, an operator
     that is equivariant gives equal values up to round-off, whatever its
     padding. With `"circular"` every pixel is compared with T' circular too:
-    the differences then show the border effects of the padding.
+    the differences then show the border effects of the padding. A model with
+    misaligned paths (`receptive_field`'s term) is compared on the exact union
+    of their receptive fields.
 
     Args:
         fn: a Keras model or layer with one image input and one image output,
@@ -420,7 +422,9 @@ def total_stride(model, input_shape=None) -> int:
     every layer's output, so 16 for a 4-level U-Net even though its output
     has the input's resolution, and 1 for an upsampling. A network is exactly
     translation equivariant (away from its borders) for the shifts that are
-    multiples of S.
+    multiples of S. Paths whose receptive fields are centred differently
+    (`receptive_field`'s misaligned paths: a U-Net with BlurPool, say) are
+    fine here: only the strides count.
 
     Example:
 
@@ -431,7 +435,8 @@ def total_stride(model, input_shape=None) -> int:
     from fcnkit.receptive_field import receptive_field_table
 
     strides = [Fraction(row["S"].split("×")[0])
-               for row in receptive_field_table(model, input_shape=input_shape)]
+               for row in receptive_field_table(model, input_shape=input_shape,
+                                                misaligned="union")]
     return math.lcm(*(stride.numerator for stride in strides))
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from fcnkit._validation import check_non_negative_int, check_positive_int, validate_option
 from fcnkit.erf import conv_stack, effective_receptive_field
+from fcnkit.layers import bilinear_kernel  # lesson 02 calls fcnkit.explorers.bilinear_kernel
 from fcnkit.receptive_field import receptive_field, receptive_field_region
 from fcnkit.shapes import conv_output_size
 
@@ -644,22 +645,6 @@ def equivariance_explorer(image=None, *, static=None):
 
 UPSAMPLING_METHODS = ("nearest", "bilinear", "transposed 3×3, constant kernel",
                       "transposed 4×4, bilinear kernel", "max-unpooling")
-
-
-def bilinear_kernel(size):
-    """The `size` x `size` kernel of a transposed convolution of stride `size // 2`
-    that interpolates bilinearly (Long et al.'s initialisation of FCN upsampling).
-
-    Example:
-
-    >>> bilinear_kernel(4)[0].tolist()
-    [0.0625, 0.1875, 0.1875, 0.0625]
-    """
-    size = check_positive_int(size, "size")
-    factor = (size + 1) // 2
-    centre = factor - 1 if size % 2 == 1 else factor - 0.5
-    profile = 1 - np.abs(np.arange(size) - centre) / factor
-    return np.outer(profile, profile)
 
 
 def _upsample(method, x, indices):

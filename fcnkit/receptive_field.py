@@ -624,19 +624,28 @@ class _Walk:
             layer = node.operation
             if isinstance(layer, keras.layers.InputLayer):
                 continue
-            state = self.merge(
-                layer.name, [c for t in outputs for c in pending.pop(id(t))]
-            )
             parents = node.arguments.keras_tensors
             sizes = [shapes.get(id(p), (None, None)) for p in parents]
             if _is_model(layer):
-                (inner_input,) = _functional(layer).inputs
-                inner_hw = sizes[0]
-                result = self.backward(layer, _functional(layer).outputs[0], state, inner_hw)
-                contributions = [result]
+                # A nested model: each of its outputs that is read goes back through the
+                # inner graph from its own inner output (an encoder with one output per
+                # resolution, say); each result is one path to the nested model's input.
+                inner = _functional(layer)
+                contributions, vias = [], []
+                for inner_output, tensor in zip(inner.outputs, node.outputs):
+                    if id(tensor) in pending:
+                        state = self.merge(layer.name, pending.pop(id(tensor)))
+                        contributions.append(
+                            self.backward(layer, inner_output, state, sizes[0]))
+                        vias.append(f"{layer.name}/{inner_output._keras_history[0].name}")
+                parents = [parents[0]] * len(contributions)
             else:
+                state = self.merge(
+                    layer.name, [c for t in outputs for c in pending.pop(id(t))]
+                )
                 windows = _layer_windows(layer, sizes)
                 contributions = []
+                vias = [layer.name] * len(windows)
                 for parent_windows, size in zip(windows, sizes):
                     if parent_windows is None:
                         contributions.append(None)
@@ -645,11 +654,11 @@ class _Walk:
                         _apply(parent_windows[axis], state[axis], size[axis], self.clip)
                         for axis in (0, 1)
                     ))
-            for parent, contribution in zip(parents, contributions):
+            for parent, contribution, via in zip(parents, contributions, vias):
                 if contribution is None:
                     continue
                 for axis_state in contribution:
-                    axis_state.via = layer.name
+                    axis_state.via = via
                 pending.setdefault(id(parent), []).append(contribution)
         contributions = pending.pop(id(model_input), None)
         if contributions is None:
@@ -773,7 +782,13 @@ def _target(model, layer):
             f"`layer` must be a layer of model '{model.name}' or its name. "
             f"Received: layer={layer!r}."
         )
-    output = layer.output
+    # The layer's output in this model's graph (for a nested model, `layer.output` is
+    # the output of its own inner graph).
+    _, nodes = _graph(model)
+    outputs = next((node.outputs for node in nodes if node.operation is layer), None)
+    output = layer.output if outputs is None else outputs
+    if isinstance(output, (list, tuple)) and len(output) == 1:
+        output = output[0]
     if isinstance(output, (list, tuple)):  # MaxPoolingWithArgmax2D: values and indices
         output = output[0]  # share one receptive field
     return output
@@ -930,8 +945,10 @@ def receptive_field_region(model, position, input_shape=None) -> tuple:
     state = _Walk(clip=True, check=False).backward(model, target, start, sizes)
     bounds = []
     for axis in (0, 1):
+        if state[axis].matrix.shape[1] == 0:  # every tap fell in the padding
+            return None
         first, last, nonempty = state[axis].bounds()
-        if state[axis].matrix.shape[1] == 0 or not nonempty[0]:
+        if not nonempty[0]:
             return None
         bounds.append((int(first[0]), int(last[0])))
     return tuple(bounds)
@@ -966,7 +983,7 @@ class ReceptiveFieldTable(list):
         return "\n".join(lines)
 
 
-def receptive_field_table(model, input_shape=None) -> ReceptiveFieldTable:
+def receptive_field_table(model, input_shape=None, misaligned="error") -> ReceptiveFieldTable:
     """The receptive field after every layer, as the lecture's tables show it.
 
     One record per layer, in the order of the graph: `name`, `type` (class),
@@ -979,6 +996,8 @@ def receptive_field_table(model, input_shape=None) -> ReceptiveFieldTable:
     Args:
         model: a functional Keras model with one input.
         input_shape: optional `(height, width, channels)`, as for
+            `receptive_field`.
+        misaligned: `"error"` (the default) or `"union"`, as for
             `receptive_field`.
 
     Returns:
@@ -1016,7 +1035,9 @@ def receptive_field_table(model, input_shape=None) -> ReceptiveFieldTable:
                     _number(1 / w.scale) if w.kind != "conv" else w.strides for w in first
                 )
                 dilation = _window_text(w.dilation_rate for w in first)
-        rf = receptive_field(functional, layer=layer, input_shape=input_shape)
+        rf = receptive_field(
+            functional, layer=layer, input_shape=input_shape, misaligned=misaligned
+        )
         size = _window_text(
             f"{min(s)}-{max(s)}" if len(set(s)) > 1 else s[0] for s in rf.sizes
         )

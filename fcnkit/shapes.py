@@ -283,16 +283,8 @@ def check_unet_input_shape(
     ValueError: `unet` with depth=4 ... Pad or crop to (256, 256) (or crop to (240, 256)).
     """
     padding = validate_option(padding, "padding", PADDINGS)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            "`input_shape` must be (height, width, channels). "
-            f"Received: input_shape={input_shape}"
-        )
+    input_shape = _check_input_shape(input_shape)
     depth = check_positive_int(depth, "depth")
-    input_shape = tuple(
-        _check_size(n, f"input_shape[{axis}]") for axis, n in enumerate(input_shape)
-    )
     spatial = input_shape[:2]
     if all(n is None or is_valid_unet_size(n, depth, padding) for n in spatial):
         return tuple(unet_output_size(n, depth, padding) for n in spatial)
@@ -309,4 +301,121 @@ def check_unet_input_shape(
         f"`unet` with depth={depth} and padding=\"{padding}\" needs height and "
         f"width {valid_unet_rule(depth, padding)}. "
         f"Received: input_shape={input_shape}. {hint}."
+    )
+
+
+def _check_input_shape(input_shape) -> tuple:
+    """`(height, width, channels)` with each entry None or a positive int."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            "`input_shape` must be (height, width, channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    return tuple(
+        _check_size(n, f"input_shape[{axis}]") for axis, n in enumerate(input_shape)
+    )
+
+
+def nearest_multiples(size: int, multiple: int) -> tuple[int | None, int]:
+    """The largest multiple of `multiple` at or below `size` and the smallest at or above.
+
+    Returns:
+        `(below, above)`: `below` is None when `size < multiple`.
+
+    Example:
+
+    >>> nearest_multiples(100, 32)
+    (96, 128)
+    >>> nearest_multiples(20, 32)
+    (None, 32)
+    """
+    size = check_positive_int(size, "size")
+    multiple = check_positive_int(multiple, "multiple")
+    below = size // multiple * multiple
+    above = -(-size // multiple) * multiple
+    return (below or None), above
+
+
+def check_input_shape_multiple(
+    input_shape: Sequence[int | None], multiple: int, model: str, reason: str
+) -> tuple[int | None, int | None]:
+    """Check that the height and width of a model's input are multiples of `multiple`.
+
+    For the models whose output has the input's size only when every downsampling
+    divides evenly (FCN: 5 poolings, so multiples of 32). The message says the rule,
+    why, what was received and the nearest valid shapes.
+
+    Args:
+        input_shape: `(height, width, channels)`; height or width may be None (not
+            checked here).
+        multiple: int, the period of valid sizes.
+        model: str, the model's name in the message (e.g. `"fcn"`).
+        reason: str, why the sizes must be multiples (a clause for the message).
+
+    Returns:
+        `(height, width)`, None where unknown.
+
+    Raises:
+        ValueError: if the height or the width is not a multiple of `multiple`.
+
+    Example:
+
+    >>> check_input_shape_multiple((100, 64, 3), 32, "fcn", "five 2×2 poolings")
+    Traceback (most recent call last):
+    ...
+    ValueError: `fcn` needs height and width divisible by 32 (five 2×2 poolings). Received: input_shape=(100, 64, 3). Pad or crop to (128, 64) (or crop to (96, 64)).
+    """  # noqa: E501
+    input_shape = _check_input_shape(input_shape)
+    multiple = check_positive_int(multiple, "multiple")
+    spatial = input_shape[:2]
+    if all(n is None or n % multiple == 0 for n in spatial):
+        return spatial
+    nearest = [(n, n) if n is None else nearest_multiples(n, multiple) for n in spatial]
+    up = tuple(above for _, above in nearest)
+    down = tuple(below for below, _ in nearest)
+    hint = f"Pad or crop to {up}"
+    # No smaller shape to crop to when a known size is below `multiple`.
+    if all(d is not None for d, n in zip(down, spatial) if n is not None) and down != up:
+        hint += f" (or crop to {down})"
+    raise ValueError(
+        f"`{model}` needs height and width divisible by {multiple} ({reason}). "
+        f"Received: input_shape={input_shape}. {hint}."
+    )
+
+
+def check_input_shape_minimum(
+    input_shape: Sequence[int | None], minimum: int, model: str, reason: str
+) -> tuple[int | None, int | None]:
+    """Check that the height and width of a model's input are at least `minimum`.
+
+    Args:
+        input_shape: `(height, width, channels)`; height or width may be None (not
+            checked here).
+        minimum: int, the smallest valid height and width.
+        model: str, the model's name in the message (e.g. `"segnet"`).
+        reason: str, why (a clause for the message).
+
+    Returns:
+        `(height, width)`, None where unknown.
+
+    Raises:
+        ValueError: if the height or the width is smaller than `minimum`.
+
+    Example:
+
+    >>> check_input_shape_minimum((8, 40, 3), 16, "segnet", "4 poolings")
+    Traceback (most recent call last):
+    ...
+    ValueError: `segnet` needs height and width of at least 16 (4 poolings). Received: input_shape=(8, 40, 3). Pad to (16, 40).
+    """  # noqa: E501
+    input_shape = _check_input_shape(input_shape)
+    minimum = check_positive_int(minimum, "minimum")
+    spatial = input_shape[:2]
+    if all(n is None or n >= minimum for n in spatial):
+        return spatial
+    padded = tuple(n if n is None else max(n, minimum) for n in spatial)
+    raise ValueError(
+        f"`{model}` needs height and width of at least {minimum} ({reason}). "
+        f"Received: input_shape={input_shape}. Pad to {padded}."
     )

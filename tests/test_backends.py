@@ -82,6 +82,20 @@ MODELS = {
         (2, _VALID_SIZES[0], _VALID_SIZES[1], 1),
         "classes",
     ),
+    "fcn8s": (
+        "fcn",
+        # Every fusion step; the transposed convolutions keep their bilinear kernels.
+        dict(input_shape=[None, None, 1], num_classes=3, variant="8s", filters=2,
+             head_filters=4),
+        (2, 32, 64, 1),
+        "classes",
+    ),
+    "segnet": (
+        "segnet",
+        dict(input_shape=[None, None, 1], num_classes=2, depth=2, filters=4),
+        (2, 16, 20, 1),
+        "classes",
+    ),
     # fcnkit's own layers, on odd sizes unknown until run time.
     "pooling_layers": (
         "pooling_layers_net",

@@ -318,6 +318,35 @@ def test_nested_model():
     assert_matches_probe(model, [(0, 0), (2, 3), (4, 4)])
 
 
+def test_nested_model_with_several_outputs():
+    # An encoder with one output per resolution (as `unet(encoder=...)` nests one):
+    # each output goes back through the inner graph from its own inner tensor.
+    image = keras.Input((None, None, 1))
+    shallow = layers.Conv2D(1, 3, padding="same", name="shallow")(image)
+    deep = layers.Conv2D(1, 5, padding="same", name="deep")(
+        layers.MaxPooling2D(2, name="pool")(shallow))
+    encoder = keras.Model(image, [deep, shallow], name="encoder")
+    inputs = keras.Input((None, None, 1))
+    deep_out, shallow_out = encoder(inputs)
+    assert receptive_field(keras.Model(inputs, shallow_out)).size == (3, 3)
+    deep_rf = receptive_field(keras.Model(inputs, deep_out))
+    assert (deep_rf.size, deep_rf.stride) == ((12, 12), (2, 2))  # 3, pooled 4, + 4 * 2
+    both = keras.Model(inputs, layers.Concatenate()(
+        [layers.UpSampling2D(2)(deep_out), shallow_out]))
+    assert_matches_probe(both, [(0, 0), (5, 6), (15, 15)], input_shape=(16, 16, 1))
+    # The table gives the nested model's row the field of its first output.
+    table = receptive_field_table(keras.Model(inputs, deep_out))
+    assert [(row["name"], row["r"], row["S"]) for row in table] == [("encoder", "12", "2")]
+
+
+def test_a_pixel_that_reads_only_padding_has_no_region():
+    # A 2×2 kernel of dilation 2, "same" on one pixel: its taps fall at -1 and +1, both
+    # padding (a case test_random_stacks_match_the_probe found).
+    model = sequential((1, 1, 1), layers.Conv2D(1, 2, dilation_rate=2, padding="same"))
+    assert receptive_field_region(model, (0, 0)) is None
+    assert gradient_receptive_field(model, (0, 0))[1] is None
+
+
 def test_crop_to_match_centres_the_field():
     inputs = keras.Input((12, 12, 1))
     small = layers.Conv2D(1, 5)(inputs)
