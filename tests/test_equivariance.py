@@ -172,8 +172,9 @@ def test_border_band_per_axis_and_none_without_padding():
 
 
 def test_border_band_of_a_unet_lies_within_its_receptive_field():
+    keras.utils.set_random_seed(0)
     model = unet((None, None, 1), num_classes=1, depth=2, filters=2, output_activation=None)
-    image = RNG.random((64, 64, 1))
+    image = np.random.default_rng(5).random((64, 64, 1))
     # The band holds the output pixels whose receptive field reaches past the border.
     # A U-Net's field is not centred on its pixel (phases), so the band is its
     # effective padding P = 22, not (r - 1) / 2 = 21.5.
@@ -181,7 +182,9 @@ def test_border_band_of_a_unet_lies_within_its_receptive_field():
     reaching_out = [p for p in range(64)
                     if not 0 <= rf.interval((p, p))[0][0] <= rf.interval((p, p))[0][1] < 64]
     expected = max(min(p, 63 - p) + 1 for p in reaching_out)
-    assert border_effect_width(model, image) == (expected, expected) == (22, 22)
+    # The outermost pixels depend on the padding weakly: a tolerance at round-off.
+    assert border_effect_width(model, image, tolerance=1e-9) == (expected, expected) == (22, 22)
+    assert all(width <= 22 for width in border_effect_width(model, image))
     assert rf.padding == (22, 22) and rf.size == (44, 44)
     # Interior equivariance holds for multiples of the total stride 4 only.
     assert total_stride(model) == 4

@@ -63,15 +63,21 @@ def test_course_extra_declares_the_course_tools():
 
 
 def test_every_import_is_declared():
-    """The library imports only core dependencies; the course tools only those
-    plus the `course` extra."""
+    """The library imports only core dependencies; the explorers only those plus the
+    `widgets` extra; the course tools only those plus the `course` extra (which holds
+    the widgets too: the lessons show the explorers)."""
+    extras = PROJECT["optional-dependencies"]
     core = {distribution_name(r) for r in PROJECT["dependencies"]}
-    course = {distribution_name(r) for r in PROJECT["optional-dependencies"]["course"]}
+    course = {distribution_name(r) for r in extras["course"]}
+    widgets = {distribution_name(r) for r in extras["widgets"]}
+    assert widgets <= course
     package = REPOSITORY / "fcnkit"
+    explorers = [package / "explorers.py"]
     library_files = [p for p in package.rglob("*.py") if "course" not in p.relative_to(
-        package).parts]
+        package).parts and p not in explorers]
     course_files = list((package / "course").rglob("*.py"))
-    for files, allowed in ((library_files, core), (course_files, core | course)):
+    for files, allowed in ((library_files, core), (explorers, core | widgets),
+                           (course_files, core | course)):
         imports = third_party_imports(files) - OPTIONAL_BACKENDS
         undeclared = {name: sorted(dists) for name, dists in
                       declared_distributions_of(imports).items() if not dists & allowed}
