@@ -37,7 +37,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
+from _timing import median_time, print_timings  # noqa: E402  (benchmarks/_timing.py)
 
 from fcnkit.erf import conv_stack, effective_receptive_field  # noqa: E402
 
@@ -80,11 +80,8 @@ def main(argv=None) -> int:
             (f"batched (1 backward pass of {args.samples})", batched_time),
             (f"per sample ({args.samples} backward passes of 1)", loop_time),
         )
-        width = max(len(label) for label, _ in rows)
-        print(f"  median of {args.repeats} runs after 1 warm-up:")
-        for label, seconds in rows:
-            print(f"    {label:<{width}}  {seconds * 1e3:9.1f} ms")
-        print(f"    ratio per sample / batched: {loop_time / batched_time:.1f}x")
+        print_timings(rows, args.repeats, "per sample / batched", loop_time / batched_time,
+                      indent="  ")
         if difference > TOLERANCE:
             print(f"  FAIL: the two maps disagree by {difference:.2e} > {TOLERANCE:.0e}")
             failed = True

@@ -35,7 +35,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
+from _timing import median_time, print_timings  # noqa: E402  (benchmarks/_timing.py)
 
 TOLERANCE = 1e-5
 CONV_FILTERS = (16, 16)
@@ -157,11 +157,8 @@ def main(argv=None) -> int:
         (f"patch by patch ({pixels} patches, batches of {args.batch_size})", patch_time),
         ("fully convolutional (one pass)", fcn_time),
     )
-    width = max(len(label) for label, _ in rows)
-    print(f"median of {args.repeats} runs after 1 warm-up:")
-    for label, seconds in rows:
-        print(f"  {label:<{width}}  {seconds * 1e3:9.1f} ms")
-    print(f"  ratio patch-by-patch / fully convolutional: {patch_time / fcn_time:.1f}x")
+    print_timings(rows, args.repeats, "patch-by-patch / fully convolutional",
+                  patch_time / fcn_time)
     if difference > TOLERANCE:
         print(f"FAIL: the two methods disagree by {difference:.2e} > {TOLERANCE:.0e}")
         return 1

@@ -199,18 +199,6 @@ def test_numpy_integer_arguments_build_the_same_models():
     ],
     ids=["plain_cnn", "unet_same_bn", "unet_valid"],
 )
-def test_keras_file_round_trip(tmp_path, build, shape):
-    model = build()
-    rng = np.random.default_rng(0)
-    # Random weights and batch-norm statistics (positive, so variances stay
-    # valid): the round trip must restore every one of them.
-    model.set_weights([rng.uniform(0.5, 1.5, w.shape) / np.sqrt(max(w.size, 1) ** 0.5)
-                       for w in model.get_weights()])
-    data = rng.random(shape).astype("float32")
-    model.save(tmp_path / "model.keras")
-    loaded = keras.models.load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(loaded.predict(data, verbose=0), model.predict(data, verbose=0),
-                               rtol=1e-6, atol=1e-6)
-    for original, restored in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(original, restored)
-    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+def test_keras_file_round_trip(keras_round_trip, build, shape):
+    # Random weights and batch-norm statistics: the round trip must restore every one.
+    keras_round_trip(build(), shape)

@@ -40,23 +40,6 @@ def in_docstring(function, number):
     return count(number) in " ".join(function.__doc__.split())
 
 
-def round_trip(model, tmp_path, shape):
-    """Random weights (positive: valid batch-norm variances), .keras save and load: same
-    outputs, weights and layer names."""
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.uniform(0.5, 1.5, w.shape) / np.sqrt(max(w.size, 1) ** 0.5)
-                       for w in model.get_weights()])
-    data = rng.random(shape).astype("float32")
-    model.save(tmp_path / "model.keras")
-    loaded = keras.models.load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(loaded.predict(data, verbose=0), model.predict(data, verbose=0),
-                               rtol=1e-6, atol=1e-6)
-    for original, restored in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(original, restored)
-    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
-    return loaded
-
-
 @pytest.fixture
 def zero_kernels(monkeypatch):
     """He-normal kernels drawn as zeros: a parameter count does not depend on the values,
@@ -484,7 +467,7 @@ def test_unet_encoder_parameter_counts(encoder, expected, zero_kernels):
         assert receptive_field(model, input_shape=(64, 64, 3), misaligned="union").misaligned
 
 
-def test_unet_with_an_encoder_predicts_freezes_and_round_trips(tmp_path):
+def test_unet_with_an_encoder_predicts_freezes_and_round_trips(keras_round_trip):
     model = models.unet((None, None, 3), 3, depth=3, filters=4, encoder="mobilenetv2")
     assert model.predict(np.zeros((1, 32, 64, 3)), verbose=0).shape == (1, 32, 64, 3)
     # MobileNetV2's "same" stride-2 convolutions pad by the parity of the size: the
@@ -493,7 +476,7 @@ def test_unet_with_an_encoder_predicts_freezes_and_round_trips(tmp_path):
     model.get_layer("encoder").trainable = False
     assert all(not w.trainable for w in model.get_layer("encoder").weights)
     assert model.trainable_weights
-    loaded = round_trip(model, tmp_path, (1, 32, 32, 3))
+    loaded = keras_round_trip(model, (1, 32, 32, 3))
     assert [w.shape for w in loaded.get_layer("encoder").weights] == [
         w.shape for w in model.get_layer("encoder").weights]
 
@@ -623,8 +606,8 @@ def test_unet_weights_with_an_encoder_model_are_refused(tmp_path):
     ],
     ids=["fcn8s", "fcn16s_learned", "segnet", "unet_strided_bn", "unet_blur"],
 )
-def test_keras_file_round_trip(tmp_path, build, shape):
+def test_keras_file_round_trip(keras_round_trip, build, shape):
     model = build()
-    loaded = round_trip(model, tmp_path, shape)
+    loaded = keras_round_trip(model, shape)
     for layer in model.layers:
         assert loaded.get_layer(layer.name).trainable == layer.trainable
