@@ -121,20 +121,26 @@ def _output(fn, x) -> np.ndarray:
     return y.astype("float64")
 
 
-def _scales(model, x, y, scale):
+def _field(model, x):
+    """The receptive field of a Keras model on `x` (exact union for misaligned paths)."""
+    if model is None:
+        return None
+    from fcnkit.receptive_field import receptive_field
+
+    return receptive_field(model, input_shape=x.shape[1:], misaligned="union")
+
+
+def _scales(rf, x, y, scale):
     if scale is not None:
         scale = scale if isinstance(scale, (tuple, list)) else (scale, scale)
         return tuple(Fraction(value).limit_denominator(1024) for value in scale)
-    if model is not None:
-        from fcnkit.receptive_field import receptive_field
-
-        strides = receptive_field(model, input_shape=x.shape[1:], misaligned="union").stride
-        return tuple(1 / Fraction(stride) for stride in strides)
+    if rf is not None:
+        return tuple(1 / Fraction(stride) for stride in rf.stride)
     return tuple(Fraction(y.shape[axis], x.shape[axis]).limit_denominator(64)
                  for axis in (1, 2))
 
 
-def _interior(model, x, y_shape, scale, shift, margin):
+def _interior(rf, x, y_shape, scale, shift, margin):
     """Per axis: which output indices of F(T x) and of F(x) see only real pixels.
 
     Returns two lists of boolean vectors: `shifted_ok[axis][p]` (the receptive
@@ -142,14 +148,10 @@ def _interior(model, x, y_shape, scale, shift, margin):
     `plain_ok[axis][q]` (that of q in F(x) avoids the borders).
     """
     shifted_ok, plain_ok = [], []
-    if model is not None:
-        from fcnkit.receptive_field import receptive_field
-
-        rf = receptive_field(model, input_shape=x.shape[1:], misaligned="union")
     for axis in (0, 1):
         size, count, step = x.shape[axis + 1], y_shape[axis + 1], shift[axis]
         positions = np.arange(count)
-        if model is not None:
+        if rf is not None:
             bounds = np.array([rf.interval((p, 0) if axis == 0 else (0, p))[axis]
                                for p in positions])
             first, last = bounds[:, 0], bounds[:, 1]
@@ -252,7 +254,8 @@ def shift_equivariance_error(fn, x, shift, comparison="interior", scale=None, ma
             "`fn` must give outputs of one shape for inputs of one shape. Received: "
             f"{y.shape} for x and {y_shifted.shape} for the shifted x."
         )
-    scale = _scales(model, x, y, scale)
+    rf = _field(model, x)
+    scale = _scales(rf, x, y, scale)
     if comparison == "interior":
         if model is None:
             if margin is None:
@@ -263,7 +266,7 @@ def shift_equivariance_error(fn, x, shift, comparison="interior", scale=None, ma
                     "of its receptive field, in input pixels>, or comparison=\"circular\"."
                 )
             margin = check_non_negative_int(margin, "margin")
-        shifted_ok, plain_ok = _interior(model, x, y.shape, scale, shift, margin)
+        shifted_ok, plain_ok = _interior(rf, x, y.shape, scale, shift, margin)
     candidates = []
     for axis in (0, 1):
         exact = Fraction(shift[axis]) * scale[axis]
@@ -348,7 +351,7 @@ def border_effect_width(fn, x, tolerance=1e-5):
     model = _as_model(fn, x)
     call = model if model is not None else fn
     y = _output(call, x)
-    scale = _scales(model, x, y, None)
+    scale = _scales(_field(model, x), x, y, None)
     period = math.lcm(*(value.denominator for value in scale))
     margin = math.ceil(max(x.shape[1:3]) / period) * period
     extended = np.pad(x, ((0, 0), (margin, margin), (margin, margin), (0, 0)), mode="reflect")
