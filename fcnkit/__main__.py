@@ -19,7 +19,7 @@ def _train_parser(subparsers):
         ),
     )
     parser.add_argument("--dataset", default="nuclei", help="nuclei or text_deblur")
-    parser.add_argument("--model", default="unet", help="unet or plain_cnn")
+    parser.add_argument("--model", default="unet", help="unet, plain_cnn, fcn (FCN-8s) or segnet")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default="runs/train", help="output folder")
     parser.add_argument("--resume", action="store_true",
@@ -33,7 +33,7 @@ def _train_parser(subparsers):
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--batch-norm", action="store_true",
-                        help="batch normalisation in the U-Net")
+                        help="batch normalisation in the U-Net or the SegNet")
     parser.add_argument("--loss", default=None,
                         help="segmentation: crossentropy (the default), dice, jaccard (the "
                         "lecture's j) or jaccard2 (j2); restoration: mean_absolute_error")

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pytest
 
-from fcnkit import datasets, training
+from fcnkit import datasets, metrics, training
 from fcnkit.training import checkpoint, device
 
 
@@ -421,13 +421,23 @@ def test_resume_needs_epochs_left(recorded_run):
     "kwargs, error_type, message",
     [
         ({"crop_size": 36, "depth": 3}, ValueError,
-         "`crop_size` must be divisible by 2**depth=8 for a U-Net of depth 3. "
+         "`crop_size` must be divisible by 8, the total stride of a U-Net of depth 3. "
          "Received: crop_size=36. Use 32 or 40."),
+        ({"model": "fcn", "crop_size": 100}, ValueError,
+         "`crop_size` must be divisible by 32, the total stride of an FCN. "
+         "Received: crop_size=100. Use 96 or 128."),
+        ({"model": "segnet", "crop_size": 12, "depth": 4}, ValueError,
+         "`crop_size` must be at least 2**depth=16 for a SegNet of depth 4. Received: "
+         "crop_size=12. Use 16 or more, or a smaller depth."),
+        ({"model": "segnet", "crop_size": 256, "depth": 8}, ValueError,
+         "segnet with depth=8 needs held-out images of at least 256 pixels a side, "
+         "but the nuclei test images have a side of 128. Received: depth=8. "
+         "Use depth=7 or less."),
         ({"crop_size": 512}, ValueError,
          "`crop_size` must be at most the smallest side of the nuclei training images "
          "(384 pixels). Received: crop_size=512. Use 384 or less."),
         ({"crop_size": 256, "depth": 8}, ValueError,
-         "A U-Net of depth 8 needs held-out images of at least 2**depth=256 pixels a side, "
+         "unet with depth=8 needs held-out images of at least 256 pixels a side, "
          "but the nuclei test images have a side of 128. Received: depth=8. "
          "Use depth=7 or less."),
         ({"epochs": 0}, ValueError,
@@ -453,7 +463,7 @@ def test_resume_needs_epochs_left(recorded_run):
         ({"seed": -1}, ValueError,
          "`seed` must be an integer >= 0. Received: seed=-1. Pass seed=0 or more."),
         ({"model": "unett"}, ValueError,
-         '`model` must be one of "unet", "plain_cnn". Received: model=\'unett\'. '
+         '`model` must be one of "unet", "plain_cnn", "fcn", "segnet". Received: model=\'unett\'. '
          'Did you mean "unet"?'),
         ({"verbose": 3}, ValueError,
          "`verbose` must be 0 (silent), 1 (progress bars) or 2 (one line per epoch). "
@@ -470,6 +480,25 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, kwargs, e
         training.train(out=tmp_path / "run", **arguments)
     assert str(error.value) == message
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "model, layer, settings",
+    [("fcn", "upscore8", dict(TINY, filters=2)),
+     ("segnet", "decoder_block1_unpool", dict(TINY, batch_norm=True))],
+)
+def test_fcn_and_segnet_train_and_predict_the_held_out_image(tmp_path, model, layer,
+                                                              settings):
+    result = training.train("nuclei", model, epochs=1, out=tmp_path, **settings)
+    network = keras.models.load_model(tmp_path / "model.keras")
+    assert network.get_layer(layer) is not None  # the architecture asked for
+    # The held-out scores are those of the saved model on the whole test image
+    # (128 × 512: a multiple of 32, so the FCN needs no padding).
+    (_, _), (x_test, y_test) = datasets.load("nuclei")
+    predicted = network.predict(x_test, verbose=0)
+    assert predicted.shape == y_test.shape
+    assert result["test_dice"] == pytest.approx(
+        float(metrics.dice_coefficient(y_test, predicted)), abs=1e-3)
 
 
 def test_restoration_run_takes_numpy_integers_and_reports_psnr(tmp_path):

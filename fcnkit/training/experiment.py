@@ -64,7 +64,7 @@ def train(
 
     Args:
         dataset: `"nuclei"` (segmentation) or `"text_deblur"` (restoration).
-        model: `"unet"` or `"plain_cnn"`.
+        model: `"unet"`, `"plain_cnn"`, `"fcn"` (FCN-8s) or `"segnet"`.
         epochs: int, total number of epochs (with `resume`, including those
             already done).
         out: output folder.
@@ -159,8 +159,23 @@ def _plain_cnn(settings, task, input_channels, output_channels):
     )
 
 
+def _fcn(settings, task, input_channels, output_channels):
+    return models.fcn(
+        (None, None, input_channels), num_classes=output_channels, variant="8s",
+        filters=settings.filters, output_activation=task.output_activation,
+    )
+
+
+def _segnet(settings, task, input_channels, output_channels):
+    return models.segnet(
+        (None, None, input_channels), num_classes=output_channels, depth=settings.depth,
+        filters=settings.filters, batch_norm=settings.batch_norm,
+        output_activation=task.output_activation,
+    )
+
+
 # settings.model -> builder(settings, task, input_channels, output_channels)
-BUILDERS = {"unet": _unet, "plain_cnn": _plain_cnn}
+BUILDERS = {"unet": _unet, "plain_cnn": _plain_cnn, "fcn": _fcn, "segnet": _segnet}
 
 
 def build_model(settings: TrainSettings, task: tasks.Task, input_channels: int,

@@ -21,7 +21,10 @@ from fcnkit._validation import (
     validate_option,
 )
 
-MODELS = ("unet", "plain_cnn")
+MODELS = ("unet", "plain_cnn", "fcn", "segnet")
+
+# The total stride of `fcnkit.models.fcn`: five 2×2 poolings.
+FCN_STRIDE = 32
 
 # The cosine schedule decays to this fraction of the learning rate.
 FINAL_LEARNING_RATE_FRACTION = 0.1
@@ -44,17 +47,20 @@ class TrainSettings:
     Args:
         dataset: `"nuclei"` (segmentation) or `"text_deblur"` (restoration),
             see `fcnkit.datasets.DATASETS`.
-        model: `"unet"` or `"plain_cnn"`.
+        model: `"unet"`, `"plain_cnn"`, `"fcn"` (FCN-8s) or `"segnet"`.
         epochs: int, planned number of epochs (the length of the schedule).
         crop_size: int, side of the random training crops; at most the
-            smallest side of the training images, and a multiple of
-            `2**depth` for a U-Net.
+            smallest side of the training images; a multiple of
+            `2**depth` for a U-Net, of 32 for an FCN, at least `2**depth`
+            for a SegNet.
         batch_size: int, crops per batch.
         steps_per_epoch: int, batches per epoch.
         learning_rate: float > 0, initial Adam learning rate.
-        depth: int, U-Net depth, or number of hidden layers of `plain_cnn`.
-        filters: int, filters of the first level (U-Net) or of every layer.
-        batch_norm: bool, batch normalisation in the U-Net.
+        depth: int, U-Net or SegNet depth (poolings), or number of hidden
+            layers of `plain_cnn`; not used by the FCN (always 5 poolings).
+        filters: int, filters of the first level (U-Net, FCN, SegNet) or of
+            every layer (`plain_cnn`).
+        batch_norm: bool, batch normalisation in the U-Net or the SegNet.
         loss: the loss, among those of the dataset's task
             (`fcnkit.training.TASKS[kind].losses`): `"crossentropy"` (the
             default), `"dice"`, `"jaccard"` (the lecture's j) or `"jaccard2"`
@@ -85,7 +91,7 @@ class TrainSettings:
     >>> TrainSettings(crop_size=100, depth=3)
     Traceback (most recent call last):
     ...
-    ValueError: `crop_size` must be divisible by 2**depth=8 for a U-Net of depth 3. ...
+    ValueError: `crop_size` must be divisible by 8, the total stride of a U-Net of depth 3. ...
     """
 
     dataset: str = "nuclei"
@@ -177,36 +183,63 @@ class TrainSettings:
                 f"training images ({smallest_side} pixels). "
                 f"Received: crop_size={self.crop_size}. Use {smallest_side} or less."
             )
-        if self.model != "unet":
+        if self.model == "plain_cnn":
             return
-        if self.crop_size % 2**self.depth:
-            below, above = shapes.nearest_valid_unet_sizes(self.crop_size, self.depth, "same")
+        network = {"unet": "a U-Net", "fcn": "an FCN", "segnet": "a SegNet"}[self.model]
+        if self.model == "segnet":
+            if self.crop_size < self.smallest_side:
+                raise ValueError(
+                    f"`crop_size` must be at least 2**depth={self.smallest_side} for "
+                    f"{network} of depth {self.depth}. Received: "
+                    f"crop_size={self.crop_size}. Use {self.smallest_side} or more, or a "
+                    "smaller depth."
+                )
+        elif self.crop_size % self.multiple:
+            below, above = shapes.nearest_valid_unet_sizes(
+                self.crop_size, self.multiple.bit_length() - 1, "same")
             nearest = f"{below} or {above}" if below else f"{above}"
+            depth = f" of depth {self.depth}" if self.model == "unet" else ""
             raise ValueError(
-                f"`crop_size` must be divisible by 2**depth={2**self.depth} for a U-Net "
-                f"of depth {self.depth}. Received: crop_size={self.crop_size}. "
-                f"Use {nearest}."
+                f"`crop_size` must be divisible by {self.multiple}, the total stride of "
+                f"{network}{depth}. Received: crop_size={self.crop_size}. Use {nearest}."
             )
         test_side = min(info.test_shape[1:3])
-        if 2**self.depth > test_side:
-            deepest = test_side.bit_length() - 1
+        if self.smallest_side > test_side:
             raise ValueError(
-                f"A U-Net of depth {self.depth} needs held-out images of at least "
-                f"2**depth={2**self.depth} pixels a side, but the {self.dataset} test "
-                f"images have a side of {test_side}. Received: depth={self.depth}. "
-                f"Use depth={deepest} or less."
+                f"{self.model} with depth={self.depth} needs held-out images of at least "
+                f"{self.smallest_side} pixels a side, but the {self.dataset} test images "
+                f"have a side of {test_side}. Received: depth={self.depth}. Use "
+                f"depth={test_side.bit_length() - 1} or less."
             )
+
+    @property
+    def smallest_side(self) -> int:
+        """The smallest height and width the network takes (its total stride).
+
+        Example:
+
+        >>> TrainSettings(model="segnet", depth=4).smallest_side
+        16
+        """
+        if self.model == "plain_cnn":
+            return 1
+        return FCN_STRIDE if self.model == "fcn" else 2**self.depth
 
     @property
     def multiple(self) -> int:
         """The number height and width must be multiples of (the total stride).
 
+        A SegNet takes any size of at least `smallest_side`: its poolings
+        round up and its unpoolings return to the sizes they came from.
+
         Example:
 
         >>> TrainSettings(depth=3).multiple, TrainSettings(model="plain_cnn").multiple
         (8, 1)
+        >>> TrainSettings(model="fcn").multiple, TrainSettings(model="segnet").multiple
+        (32, 1)
         """
-        return 2**self.depth if self.model == "unet" else 1
+        return self.smallest_side if self.model in ("unet", "fcn") else 1
 
     @property
     def schedule_steps(self) -> int:
