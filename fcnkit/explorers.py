@@ -18,6 +18,9 @@ without a browser; the widgets only call them.
   F(T(x)), T'(F(x)) and their difference (lesson ``05_translation_equivariance``).
 - `upsampling_explorer`: an upsampling method → a pooled image brought back
   to full size, checkerboard artefacts included (lesson ``02_upsampling``).
+- `tiling_explorer`: tile size, overlap and blending → a prediction
+  stitched from tiles and its seams against the whole-image prediction
+  (lesson ``08_large_images``).
 
 Example:
 
@@ -798,3 +801,163 @@ def upsampling_explorer(image=None, *, static=None):
         return view.text
 
     return _live(widgets, controls, draw, figsize=(12, 4), whole_figure=True)
+
+
+# ---------------------------------------------------------------- tiled prediction
+
+
+TILING_BLENDS = ("none", "constant", "gaussian")
+
+
+@functools.lru_cache(maxsize=4)
+def _tiling_model(channels, seed):
+    """A small "same" U-Net (depth 2, 4 filters) with random weights: its seams show."""
+    from fcnkit.models import unet
+
+    keras.utils.set_random_seed(seed)
+    return unet((None, None, channels), num_classes=1, depth=2, filters=4,
+                output_activation="linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class TilingView:
+    """What the tiling explorer shows for one tile size, overlap and blending.
+
+    Attributes:
+        stitched: the tiled prediction, channel 0, `(rows, columns)`.
+        whole: the whole-image prediction (`predict_padded`), channel 0.
+        difference: `|stitched - whole|`, `(rows, columns)`.
+        layout: the `fcnkit.tiling.TileLayout`.
+        error: Python float, the largest difference.
+        text: one line: the setting, the number of tiles and the error.
+    """
+
+    stitched: np.ndarray
+    whole: np.ndarray
+    difference: np.ndarray
+    layout: object
+    error: float
+    text: str
+
+
+def tiling_view(image, model=None, tile_size=64, overlap=0, blend="none", seed=0):
+    """`image` predicted tile by tile and in one pass, and where they differ.
+
+    Args:
+        image: `(rows, columns, channels)` array.
+        model: a Keras model whose output has the input's resolution; None
+            takes a small random "same" U-Net (depth 2), whose seams show.
+        tile_size: int, the tile size (a multiple of 4 for the default model).
+        overlap: `"auto"` or output pixels shared by neighbouring tiles.
+        blend: `"none"`, `"constant"` or `"gaussian"`.
+        seed: int >= 0, seed of the default model's weights.
+
+    Returns:
+        A `TilingView`.
+
+    Example:
+
+    >>> image = np.random.default_rng(0).random((100, 90, 1)).astype("float32")
+    >>> tiling_view(image, tile_size=48, overlap=0).error > 1e-3  # seams
+    True
+    >>> view = tiling_view(image, tile_size=64, overlap="auto")
+    >>> view.error < 1e-5, view.layout.overlap
+    (True, (44, 44))
+    """
+    from fcnkit import tiling
+
+    image = np.asarray(image, dtype="float32")
+    if model is None:
+        model = _tiling_model(image.shape[-1] if image.ndim == 3 else 1,
+                              check_non_negative_int(seed, "seed"))
+    stitched = tiling.predict_tiled(model, image, tile_size, overlap=overlap, blend=blend,
+                                    progress=False)
+    whole = tiling.predict_padded(model, image)
+    layout = tiling.tile_layout(model, image.shape, tile_size, overlap)
+    difference = np.abs(stitched - whole).max(axis=-1)
+    error = float(difference.max())
+    verdict = "seamless" if error < 1e-5 else "seams"
+    automatic = f"auto = {layout.overlap[0]}" if overlap == "auto" else str(overlap)
+    text = (f"tile {tile_size}, overlap {automatic}, blend {blend}: {layout.count} tiles, "
+            f"max |stitched - whole| = {error:.2e} ({verdict}; margins {layout.margin[0]}, "
+            f"total stride {layout.stride[0]})")
+    return TilingView(stitched[..., 0], whole[..., 0], difference, layout, error, text)
+
+
+TILING_PRESETS = (
+    {"tile_size": 64, "overlap": 0, "blend": "none"},
+    {"tile_size": 64, "overlap": 16, "blend": "gaussian"},
+    {"tile_size": 64, "overlap": "auto", "blend": "none"},
+)
+
+
+def _draw_tiling(axes, view):
+    layout = view.layout
+    axes[0].imshow(view.stitched, cmap="gray")
+    axes[0].set_title(f"stitched, {layout.count} tiles", fontsize=10)
+    shown = axes[1].imshow(view.difference, cmap="magma", vmin=0)
+    verdict = "seamless" if view.error < 1e-5 else f"max {view.error:.2e}"
+    axes[1].set_title(f"|stitched - whole image|\n{verdict}", fontsize=10)
+    for axis in axes[:2]:
+        for start in layout.starts[0][1:]:  # where each tile's output begins
+            axis.axhline(start - 0.5, color="tab:cyan", linewidth=0.6, alpha=0.7)
+        for start in layout.starts[1][1:]:
+            axis.axvline(start - 0.5, color="tab:cyan", linewidth=0.6, alpha=0.7)
+        axis.axis("off")
+    axes[1].figure.colorbar(shown, ax=axes[1], fraction=0.046)
+
+
+def tiling_explorer(image=None, model=None, *, static=None):
+    """Tile size, overlap and blending → the stitched prediction and its seams.
+
+    Controls: the tile size (48–128), the overlap (0–32 pixels, or "auto":
+    the margins of the receptive field on a grid of the total stride) and the
+    blending (none, constant, gaussian). The figure shows the stitched
+    prediction and its difference to the whole-image prediction, with the
+    tile origins drawn; "auto" makes the difference vanish. Without a widget
+    front end it draws `TILING_PRESETS`, one row each.
+
+    Args:
+        image: `(rows, columns, channels)`; defaults to scikit-image's camera
+            at 256 x 256.
+        model: a Keras model whose output has the input's resolution; None
+            takes a small random U-Net (see `tiling_view`).
+        static: see `use_widgets`.
+
+    Returns:
+        An ipywidgets `VBox` (live), or the matplotlib `Figure` (static).
+
+    Reference:
+        Ronneberger et al., MICCAI 2015 (overlap-tile); MONAI
+        `sliding_window_inference` (blending). Lesson: ``08_large_images``.
+    """
+    image = _default_image() if image is None else np.asarray(image, dtype="float32")
+    if not use_widgets(static):
+        figure, axes = _static_figure(len(TILING_PRESETS), 2, (8, 3.8 * len(TILING_PRESETS)))
+        for row, preset in zip(axes, TILING_PRESETS):
+            view = tiling_view(image, model, **preset)
+            _draw_tiling(row, view)
+            row[0].set_ylabel(", ".join(f"{k} {v}" for k, v in preset.items()), fontsize=9)
+            row[0].axis("on")
+            row[0].set_xticks([])
+            row[0].set_yticks([])
+        figure.tight_layout()
+        return figure
+    widgets = _ipywidgets()
+    controls = {
+        "tile_size": widgets.Dropdown(options=[48, 64, 96, 128], value=64, description="tile"),
+        "overlap": widgets.Dropdown(options=["auto", 0, 4, 8, 16, 32], value=0,
+                                    description="overlap"),
+        "blend": widgets.Dropdown(options=list(TILING_BLENDS), value="none",
+                                  description="blend"),
+    }
+
+    def draw(figure, **settings):
+        try:
+            view = tiling_view(image, model, **settings)
+        except ValueError as error:  # e.g. a tile too small for overlap="auto"
+            return str(error)
+        _draw_tiling(figure.subplots(1, 2), view)
+        return view.text
+
+    return _live(widgets, controls, draw, figsize=(10, 4.5), whole_figure=True)

@@ -324,3 +324,50 @@ def test_erf_view_draws_the_theoretical_field_where_it_lies():
     assert [float(v) for v in axis.patches[1].get_bbox().bounds] == [13.5, 13.5, 7.0, 7.0]
     stack = explorers.erf_view(depth=3, input_size=15)
     assert stack.theoretical_region == ((4, 10), (4, 10))
+
+
+def test_tiling_view_shows_seams_unless_the_overlap_is_auto():
+    image = np.random.default_rng(5).random((150, 130, 1)).astype("float32")
+    seams = explorers.tiling_view(image, tile_size=64, overlap=0)
+    assert seams.error > 1e-3 and seams.stitched.shape == (150, 130)
+    # The differences sit within the receptive-field margins of the tile borders
+    # inside the image: elsewhere a tile computes what the whole image computes.
+    layout = seams.layout
+    trusted = []
+    for axis, size in enumerate(image.shape[:2]):
+        inside = np.zeros(size, dtype=bool)
+        starts, owned = layout.starts[axis], layout.owned(axis)
+        for index, (start, (first, end)) in enumerate(zip(starts, owned)):
+            low = start + layout.margin[axis][0] if index > 0 else 0
+            high = start + layout.output_tile[axis] - layout.margin[axis][1]
+            high = size if index == len(starts) - 1 else high
+            inside[max(first, low):min(end, high)] = True
+        trusted.append(inside)
+    mask = trusted[0][:, None] & trusted[1][None, :]
+    assert mask.any() and (~mask).any()
+    assert seams.difference[mask].max() < 1e-5
+    assert seams.text.startswith("tile 64, overlap 0, blend none: ")
+    seamless = explorers.tiling_view(image, tile_size=64, overlap="auto", blend="gaussian")
+    assert seamless.error < 1e-5
+    np.testing.assert_allclose(seamless.stitched, seamless.whole, atol=1e-5)
+    assert "overlap auto = 44, blend gaussian" in seamless.text
+    assert seamless.text.endswith("(seamless; margins (22, 22), total stride 4)")
+
+
+def test_static_and_live_tiling_explorers():
+    image = np.random.default_rng(6).random((96, 96, 1)).astype("float32")
+    figure = explorers.tiling_explorer(image, static=True)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    differences = [title for title in titles if title.startswith("|stitched")]
+    assert len(differences) == len(explorers.TILING_PRESETS)
+    assert differences[0].endswith("max") is False and "max" in differences[0]
+    assert differences[-1] == "|stitched - whole image|\nseamless"
+    box = explorers.tiling_explorer(image, static=False)
+    assert set(box.controls) == {"tile_size", "overlap", "blend"}
+    assert box.status.value.startswith("tile 64, overlap 0, blend none: ")
+    box.controls["overlap"].value = "auto"
+    assert "(seamless;" in box.status.value
+    box.controls["tile_size"].value = 48
+    box.controls["overlap"].value = 32
+    box.controls["blend"].value = "gaussian"
+    assert box.status.value.startswith("tile 48, overlap 32, blend gaussian: ")
