@@ -15,7 +15,7 @@ def _train_parser(subparsers):
             "Train a model on random crops of a bundled dataset and write "
             "model.keras, history.csv, metrics.json, report.png and a "
             "checkpoint per epoch to --out. Uses the GPU and mixed precision "
-            "when one is present."
+            "when one is present, and several GPUs with --strategy mirrored."
         ),
     )
     parser.add_argument("--dataset", default="nuclei", help="nuclei or text_deblur")
@@ -42,6 +42,17 @@ def _train_parser(subparsers):
                         "map of its mask (segmentation, --loss crossentropy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="float16 compute with float32 weights; default: on when "
+                        "there is a GPU. Recorded: a resumed run must keep it")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="compile the training step with XLA; default: Keras' auto "
+                        "(on a GPU, not on a CPU nor with --strategy mirrored)")
+    parser.add_argument("--strategy", default=None,
+                        help="none (one device, the default) or mirrored (one replica per "
+                        "GPU; --batch-size is the global batch, split across them)")
     return parser
 
 
@@ -71,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.learning_rate, depth=args.depth,
             filters=args.filters, batch_norm=args.batch_norm, seed=args.seed,
             verbose=args.verbose, loss=args.loss, weight_map=args.weight_map,
+            mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+            strategy=args.strategy,
         )
     except (TypeError, ValueError) as error:  # options checked before anything is written
         print(f"error: {error}", file=sys.stderr)

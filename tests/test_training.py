@@ -402,7 +402,7 @@ def test_resume_names_every_changed_setting(recorded_run):
 )
 def test_resume_refuses_another_backend_or_precision(recorded_run, monkeypatch, environment,
                                                      listed):
-    monkeypatch.setattr(device, "environment", lambda: environment)
+    monkeypatch.setattr(device, "environment", lambda mixed_precision=None: environment)
     with pytest.raises(ValueError) as error:
         training.train("nuclei", "unet", epochs=2, out=recorded_run, resume=True, **TINY)
     assert f"which was trained with other settings: {listed}. Resume" in str(error.value)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from fcnkit import datasets, models, plotting
 from fcnkit._validation import check_bool, check_non_negative_int, check_path
@@ -43,6 +44,9 @@ def train(
     verbose=1,
     loss=None,
     weight_map=False,
+    mixed_precision=None,
+    jit_compile=None,
+    strategy=None,
 ):
     """Train a model on a bundled dataset and write the results to `out`.
 
@@ -51,7 +55,8 @@ def train(
     segmentation, PSNR for restoration, plus the settings and the device),
     `out/report.png`, and `out/checkpoint.keras` after every epoch (the model,
     its optimizer and the run's record in one file, see
-    `fcnkit.training.checkpoint`). On a GPU it uses mixed precision.
+    `fcnkit.training.checkpoint`). On a GPU it uses mixed precision (unless
+    `mixed_precision=False`).
 
     With `resume=True` the run in `out` goes on from its last checkpoint (model,
     optimizer, epoch count) with the crops that follow those it has seen, up to
@@ -93,6 +98,39 @@ def train(
             cropped with them, and reach the loss
             (`fcnkit.losses.WeightedBinaryCrossentropy`) as per-pixel
             `sample_weight`. The held-out loss stays unweighted.
+        mixed_precision: None (the default: on when the backend sees a GPU),
+            True or False to force it on or off (float16 compute with float32
+            weights and loss scaling). It changes what is computed, so it is
+            recorded with the checkpoint: a resumed run must keep it (a
+            changed one is refused, naming both values).
+        jit_compile: None (the default: Keras' `"auto"`, XLA on a GPU with
+            TensorFlow, off on a CPU and under a distribution strategy), True
+            or False: compile the training step with XLA (passed to
+            `Model.compile`). It changes only how the same computation runs,
+            so a resumed run may change it; `metrics.json` gives the value
+            used.
+        strategy: None or `"none"` (one device), `"mirrored"`
+            (`tf.distribute.MirroredStrategy`: one replica per GPU of this
+            machine, without a GPU one per logical CPU device), or a
+            `tf.distribute.Strategy` you made, e.g. a
+            `MultiWorkerMirroredStrategy` for several machines. `batch_size`
+            is the global batch, split evenly across the replicas (it must
+            be a multiple of their number), and the crops are the same as on
+            one device: the same run on one device or several follows the
+            same loss curve (to float rounding; with `batch_norm` each
+            replica normalises by the statistics of its own share). The
+            strategy is not a setting: a resumed run may use another one
+            with the same global batch. `metrics.json` gives `strategy` and
+            `replicas`. TensorFlow backend only.
+
+    Several machines: on each, set `TF_CONFIG` (the cluster's addresses and
+    this worker's index), then, first thing in the program,
+
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        train(..., strategy=strategy, out=f"runs/worker{index}")
+
+    Every worker trains the same model and writes its own folder (worker 0's
+    is the one to keep); `batch_size` is the batch over all workers' replicas.
 
     Returns:
         The metrics dict written to `metrics.json`.
@@ -103,7 +141,20 @@ def train(
             written.
         ValueError: for unknown names or invalid sizes (checked before anything
             is written), or `resume=True` without a checkpoint, with other
-            settings than the run it continues, or with no epoch left to do.
+            settings than the run it continues, or with no epoch left to do;
+            a `strategy` on another backend than TensorFlow, or a
+            `batch_size` that the replicas cannot share evenly.
+
+    Example (a whole run of the smallest model on the deblurring images, on
+    one device without XLA):
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     result = train("text_deblur", "plain_cnn", epochs=1, out=folder, crop_size=32,
+    ...                    batch_size=2, steps_per_epoch=2, depth=1, filters=4,
+    ...                    verbose=0, jit_compile=False, strategy="none")
+    >>> result["strategy"], result["replicas"], result["jit_compile"]
+    ('none', 1, False)
     """
     settings = TrainSettings(
         dataset=dataset, model=model, epochs=epochs, crop_size=crop_size,
@@ -114,21 +165,31 @@ def train(
     out = check_path(out, "out")
     resume = check_bool(resume, "resume")
     verbose = _check_verbose(verbose)
+    environment = device.environment(mixed_precision)
+    jit_compile = device.check_jit_compile(jit_compile)
+    distribution = device.distribution(strategy)
+    distribution.check_batch_size(settings.batch_size)
     task = tasks.task_for(settings.dataset)
 
-    run = checkpoint.open_run(out, settings, device.environment(), resume)
-    network = _model(run, task)
+    run = checkpoint.open_run(out, settings, environment, resume)
+    with distribution.scope():
+        network = _model(run, task, jit_compile)
 
     (x_train, y_train), (x_test, y_test) = datasets.load(settings.dataset)
     weight_maps = task.weight_maps(y_train) if settings.weight_map else None
     training_data = training_stream(x_train, y_train, settings, run.epochs_done, weight_maps)
     validation = held_out_region(x_test, y_test, settings.multiple)
+    if distribution.replicas > 1:
+        # Every replica needs a share of the held-out batch: the same images
+        # repeated give the same mean loss.
+        validation = tuple(np.repeat(part, distribution.replicas, axis=0)
+                           for part in validation)
     seconds = _fit(network, run, settings, training_data, validation, verbose)
     network.save(run.directory / "model.keras")
 
-    prediction = predict_image(network, x_test, settings.multiple)
+    prediction = _predict(network, x_test, settings.multiple, distribution.replicas)
     scores = task.evaluate(x_test, y_test, prediction)
-    result = _result(run, settings, network, seconds, scores)
+    result = _result(run, settings, network, seconds, scores, distribution)
     _report(run, settings, task, result, x_test[0], y_test[0], prediction[0])
     return result
 
@@ -179,13 +240,14 @@ BUILDERS = {"unet": _unet, "plain_cnn": _plain_cnn, "fcn": _fcn, "segnet": _segn
 
 
 def build_model(settings: TrainSettings, task: tasks.Task, input_channels: int,
-                output_channels: int):
+                output_channels: int, jit_compile="auto"):
     """The compiled model of a new run: architecture, loss and schedule.
 
     The loss is the task's loss named by `settings.loss` (with a weight map,
     the one that takes it as `sample_weight`). Adam with a cosine decay to a
     tenth of the learning rate over the planned steps: the last epochs settle
-    instead of oscillating, so the final model is a good one.
+    instead of oscillating, so the final model is a good one. `jit_compile`
+    goes to `Model.compile` (`"auto"`, True or False).
 
     Example:
 
@@ -206,22 +268,31 @@ def build_model(settings: TrainSettings, task: tasks.Task, input_channels: int,
         alpha=FINAL_LEARNING_RATE_FRACTION,
     )
     network.compile(optimizer=keras.optimizers.Adam(schedule),
-                    loss=task.keras_loss(settings.loss, settings.weight_map))
+                    loss=task.keras_loss(settings.loss, settings.weight_map),
+                    jit_compile=jit_compile)
     return network
 
 
-def _model(run: checkpoint.Run, task: tasks.Task):
+def _model(run: checkpoint.Run, task: tasks.Task, jit_compile=None):
     """Build the model of a new run, or load the checkpoint of a resumed one.
 
     Layers take their dtypes (mixed precision on a GPU) when they are created
-    or loaded; the caller's policy is restored afterwards.
+    or loaded; the caller's policy is restored afterwards. A loaded model
+    takes this call's `jit_compile` (None: Keras' automatic choice), not the
+    one saved with it.
     """
     info = datasets.DATASETS[run.settings.dataset]
     keras.utils.set_random_seed(run.settings.seed)  # the initial weights
     with device.dtype_policy(run.environment["mixed_precision"]):
-        if run.resumed:
-            return run.load_model()
-        return build_model(run.settings, task, info.train_shape[-1], info.target_channels)
+        if not run.resumed:
+            return build_model(run.settings, task, info.train_shape[-1],
+                               info.target_channels,
+                               "auto" if jit_compile is None else jit_compile)
+        network = run.load_model()
+    # Keras' rule for "auto" (XLA on a GPU, not on a CPU nor under tf.distribute).
+    network.jit_compile = (network._resolve_auto_jit_compile() if jit_compile is None
+                           else jit_compile)
+    return network
 
 
 def _fit(network, run, settings, training_data, validation, verbose) -> float:
@@ -244,7 +315,16 @@ def _fit(network, run, settings, training_data, validation, verbose) -> float:
     return time.perf_counter() - started
 
 
-def _result(run, settings, network, seconds, scores) -> dict:
+def _predict(network, images, multiple, replicas):
+    """`predict_image`; under a strategy each replica needs an image of every
+    batch, so each image is repeated once per replica and one copy kept."""
+    if replicas == 1:
+        return predict_image(network, images, multiple)
+    repeated = np.repeat(images, replicas, axis=0)
+    return predict_image(network, repeated, multiple, batch_size=replicas)[::replicas]
+
+
+def _result(run, settings, network, seconds, scores, distribution) -> dict:
     return {
         "dataset": settings.dataset,
         "model": settings.model,
@@ -253,9 +333,12 @@ def _result(run, settings, network, seconds, scores) -> dict:
         "schedule_epochs": run.settings.epochs,
         "parameters": int(network.count_params()),
         "train_seconds": round(seconds, 1),
-        "device": "gpu" if run.environment["mixed_precision"] else "cpu",
+        "device": "gpu" if device.gpu_available() else "cpu",
         "backend": run.environment["backend"],
         "mixed_precision": run.environment["mixed_precision"],
+        "jit_compile": bool(network.jit_compile),
+        "strategy": distribution.name,
+        "replicas": distribution.replicas,
         "settings": settings.as_dict(),
         **scores,
     }
