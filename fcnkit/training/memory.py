@@ -27,10 +27,13 @@ workspaces, Eigen's packed patches), the framework's own memory and the
 allocator's fragmentation. It also counts tensors that the framework may free
 early: the output of a convolution followed by a ReLU layer is not needed by
 the backward pass (a ReLU's gradient needs only its own output). Measured on
-TensorFlow's CPU allocator, the peak memory of a training step of a U-Net was
-about 0.7 times the estimate (`benchmarks/training_scale.py` prints the
-estimate next to the measured peak, on a GPU too): leave some headroom in the
-budget.
+a CPU for a U-Net (depth 3, 16 filters), the peak of a training step as
+TensorFlow's allocator reports it was about 0.7 times the estimate with
+TensorFlow's default oneDNN kernels, and 1.0 to 1.9 times it with the Eigen
+kernels (`TF_ENABLE_ONEDNN_OPTS=0`) for estimates above 150 MiB (their
+convolution scratch space, 17 to 170 MiB, is not counted):
+`benchmarks/training_scale.py` prints the estimate next to the measured peak
+for each cell, on a GPU too. Leave headroom in the budget (a quarter, say).
 
 Lesson: ``08_large_images``.
 """
@@ -195,8 +198,8 @@ def activation_memory(model, crop_size, batch_size=1, dtype=None, optimizer_slot
     Sums the sizes of the input batch, of every layer's output tensors for
     that batch (what the backward pass keeps), of the weights, of their
     gradients and of the optimizer's slots. See the module's docstring for
-    what it leaves out; measured peaks were below the estimate (about 0.7
-    times it on TensorFlow's CPU allocator), so it is a safe side to budget on.
+    what it leaves out and how it compares with measured peaks (0.7 to 1.9
+    times it on a CPU, depending on the convolution kernels).
 
     Args:
         model: a functional or Sequential Keras model taking images `(batch,
