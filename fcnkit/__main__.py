@@ -1,10 +1,12 @@
-"""Command line: `python -m fcnkit train | course ...`."""
+"""Command line: `python -m fcnkit train | predict | course ...`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from fcnkit import predict
 
 
 def _train_parser(subparsers):
@@ -64,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         return course.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m fcnkit",
-        description="fcnkit: train models, and build, check and grade the course "
-        "(`python -m fcnkit course --help`).",
+        description="fcnkit: train models, predict large images, and build, check "
+        "and grade the course (`python -m fcnkit course --help`).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _train_parser(subparsers)
+    predict.add_parser(subparsers)
     subparsers.add_parser("course", help="build, check and grade the lessons")
     args = parser.parse_args(argv)
+    if args.command == "predict":
+        return predict.run(args)
 
     from fcnkit import training
 

@@ -72,3 +72,15 @@ def test_flags_on_a_real_run(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert (metrics["mixed_precision"], metrics["jit_compile"], metrics["strategy"],
             metrics["replicas"]) == (True, True, "none", 1)
+
+
+def test_predict_is_a_command(tmp_path, capsys):
+    # The predict command itself is tested in test_predict.py; here, that
+    # `python -m fcnkit` dispatches to it.
+    from fcnkit.__main__ import main
+
+    code = main(["predict", "--model", str(tmp_path / "model.keras"),
+                 "--input", str(tmp_path / "missing.png"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: No such file or folder. Received: --input {tmp_path / 'missing.png'}.\n")
