@@ -65,7 +65,10 @@ class TrainSettings:
             (`fcnkit.training.TASKS[kind].losses`): `"crossentropy"` (the
             default), `"dice"`, `"jaccard"` (the lecture's j) or `"jaccard2"`
             (j2) for segmentation; `"mean_absolute_error"` for restoration.
-            None means the task's default, and is stored as its name.
+            None means the task's default, and is stored as its name. From
+            scratch on the nuclei data, `"dice"` and `"jaccard"` collapse to
+            "foreground everywhere" (their best constant prediction is 1;
+            lesson ``07_losses``); `"jaccard2"` and the cross-entropy learn.
         weight_map: bool, weight each training pixel's cross-entropy by the
             U-Net border weight map of its mask (segmentation with the
             cross-entropy only; see `tasks.unet_weight_maps`).
