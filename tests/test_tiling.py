@@ -261,9 +261,9 @@ def test_tiles_are_predicted_batch_by_batch(unets, monkeypatch):
     seen = []
     predict = tiling._predict_batch
 
-    def spy(model, batch):
+    def spy(model, batch, *args):
         seen.append(batch.shape)
-        return predict(model, batch)
+        return predict(model, batch, *args)
 
     monkeypatch.setattr(tiling, "_predict_batch", spy)
     image = np.zeros((150, 90, 1), dtype="float32")
