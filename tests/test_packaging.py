@@ -23,7 +23,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
 COURSE_PACKAGES = ("nbgrader", "nbformat", "nbclient", "ipykernel")
 LIBRARY_MODULES = ("fcnkit", "fcnkit.shapes", "fcnkit.layers", "fcnkit.models",
-                   "fcnkit.metrics", "fcnkit.datasets", "fcnkit.training", "fcnkit.plotting",
+                   "fcnkit.metrics", "fcnkit.losses", "fcnkit.weight_map", "fcnkit.datasets",
+                   "fcnkit.training", "fcnkit.plotting", "fcnkit.receptive_field",
+                   "fcnkit.erf", "fcnkit.equivariance", "fcnkit.tiling", "fcnkit.predict",
                    "fcnkit.__main__")
 # Imported only when Keras runs on that backend (fcnkit.training.device).
 OPTIONAL_BACKENDS = {"jax", "torch"}
@@ -109,6 +111,10 @@ _WITHOUT_COURSE_TOOLS = textwrap.dedent(
         sys.modules["fcnkit.__main__"].main(["train", "--help"])
     except SystemExit as exit:
         assert exit.code == 0, exit.code
+    try:
+        sys.modules["fcnkit.__main__"].main(["predict", "--help"])
+    except SystemExit as exit:
+        assert exit.code == 0, exit.code
     print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)))
     """
 )
@@ -122,6 +128,7 @@ def test_library_works_without_the_course_tools():
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "usage: python -m fcnkit train" in completed.stdout
+    assert "usage: python -m fcnkit predict" in completed.stdout
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == []
 
 
