@@ -886,7 +886,7 @@ def tiling_view(image, model=None, tile_size=64, overlap=0, blend="none", seed=0
 
 TILING_PRESETS = (
     {"tile_size": 64, "overlap": 0, "blend": "none"},
-    {"tile_size": 64, "overlap": 16, "blend": "gaussian"},
+    {"tile_size": 64, "overlap": 16, "blend": "none"},  # blending needs overlap > margins
     {"tile_size": 64, "overlap": "auto", "blend": "none"},
 )
 

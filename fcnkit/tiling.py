@@ -675,7 +675,11 @@ def predict_tiled(model, image, tile_size=None, overlap="auto", blend="none",
     With `overlap="auto"` every tile computes exactly what the whole image
     computes where it is kept, so all three give the whole-image prediction
     of `predict_padded` (up to float round-off). With a smaller overlap the
-    seams show, and blending hides them more or less well.
+    seams show. Blending acts only where the kept parts of two tiles
+    overlap, that is where the overlap exceeds the two margins (the output
+    pixels whose receptive field leaves the tile, `TileLayout.margin`):
+    below that, the kept parts abut and the three blends give the same
+    result, unlike MONAI, which blends whole tiles, margins included.
 
     Args:
         model: a Keras model whose output has the input's resolution ("same"
