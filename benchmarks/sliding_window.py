@@ -75,7 +75,7 @@ def convolutionalize(classifier: keras.Model) -> keras.Model:
     (h*w*c, units) reshapes (row-major, as Flatten orders it) into a convolution
     kernel (h, w, c, units); `dense2` becomes a 1x1 convolution.
     """
-    feature_height, feature_width, channels = classifier.get_layer("flatten").input.shape[1:]
+    feature_height, feature_width = classifier.get_layer("flatten").input.shape[1:3]
     inputs = keras.Input((None, None, 1), name="image")
     x = inputs
     for index, filters in enumerate(CONV_FILTERS, start=1):
@@ -84,16 +84,26 @@ def convolutionalize(classifier: keras.Model) -> keras.Model:
         DENSE_UNITS, (feature_height, feature_width), activation="relu", name="dense1"
     )(x)
     outputs = keras.layers.Conv2D(NUM_CLASSES, 1, activation="softmax", name="dense2")(x)
-    model = keras.Model(inputs, outputs, name="fully_convolutional")
-    for index in range(1, len(CONV_FILTERS) + 1):
-        name = f"conv{index}"
-        model.get_layer(name).set_weights(classifier.get_layer(name).get_weights())
-    kernel, bias = classifier.get_layer("dense1").get_weights()
-    model.get_layer("dense1").set_weights(
-        [kernel.reshape(feature_height, feature_width, channels, DENSE_UNITS), bias]
-    )
-    kernel, bias = classifier.get_layer("dense2").get_weights()
-    model.get_layer("dense2").set_weights([kernel.reshape(1, 1, DENSE_UNITS, NUM_CLASSES), bias])
+    return copy_weights(classifier, keras.Model(inputs, outputs, name="fully_convolutional"))
+
+
+def copy_weights(classifier: keras.Model, model: keras.Model) -> keras.Model:
+    """Gives `model` the weights of `classifier`, layer by layer (same names).
+
+    The convolutions are copied as they are; a Dense kernel of shape
+    (inputs, units) is reshaped into the kernel of the convolution that
+    replaces it: (h, w, c, units) for `dense1`, which reads the flattened
+    (h, w, c) feature map (row-major, as Flatten orders it), (1, 1, c, units)
+    for the Dense layers after it.
+    """
+    for layer in classifier.layers:
+        if not layer.weights:
+            continue
+        weights = layer.get_weights()
+        target = model.get_layer(layer.name)
+        if isinstance(layer, keras.layers.Dense):
+            weights[0] = weights[0].reshape(target.kernel.shape)
+        target.set_weights(weights)
     return model
 
 
@@ -138,21 +148,12 @@ def convolutionalize_ciresan(classifier: keras.Model, filters: int) -> keras.Mod
                                 name=f"conv{index}")(x)
         x = _dilated_max_pool(x, dilation, f"pool{index}")
         dilation *= 2
-    feature_height, feature_width, channels = classifier.get_layer("flatten").input.shape[1:]
+    feature_height, feature_width = classifier.get_layer("flatten").input.shape[1:3]
     x = keras.layers.Conv2D(CIRESAN_DENSE, (feature_height, feature_width),
                             dilation_rate=dilation, activation="relu", name="dense1")(x)
     outputs = keras.layers.Conv2D(NUM_CLASSES, 1, activation="softmax", name="dense2")(x)
-    model = keras.Model(inputs, outputs, name="ciresan_fully_convolutional")
-    for index in range(1, len(CIRESAN_KERNELS) + 1):
-        name = f"conv{index}"
-        model.get_layer(name).set_weights(classifier.get_layer(name).get_weights())
-    kernel, bias = classifier.get_layer("dense1").get_weights()
-    model.get_layer("dense1").set_weights(
-        [kernel.reshape(feature_height, feature_width, channels, CIRESAN_DENSE), bias])
-    kernel, bias = classifier.get_layer("dense2").get_weights()
-    model.get_layer("dense2").set_weights(
-        [kernel.reshape(1, 1, CIRESAN_DENSE, NUM_CLASSES), bias])
-    return model
+    return copy_weights(classifier,
+                        keras.Model(inputs, outputs, name="ciresan_fully_convolutional"))
 
 
 def pad(image: np.ndarray, patch: int) -> np.ndarray:
